@@ -1,0 +1,275 @@
+"""The paper's figures from a sweep: Pareto panels (Figure 1) and curves (Figures 4-7).
+
+Every function writes ``out_path`` (a .png) and the same figure as .svg beside it, and returns the
+paths written (empty when there is nothing to draw)::
+
+    from analysis.load import load_run
+    from analysis import plots
+    data = load_run("runs/demo")
+    plots.plot_pareto(data.summaries, "report/pareto.png", vocab_size=32000)
+    plots.plot_curves(data.curves(), "report/curves_methods.png")               # Figure 4
+    plots.plot_curves(data.curves(), "report/curves_lr.png", by="lr")           # Figure 5
+    plots.plot_lr_sensitivity(data.curves(), "report/lr_sensitivity.png")       # Figure 6
+    plots.plot_norms_lr(data.curves(), "report/norms_lr.png")                   # Figure 7
+
+Figures are built on ``matplotlib.figure.Figure`` (Agg canvas) without pyplot, so nothing touches
+the global backend or leaks figures in a long-running process.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from analysis.load import BASELINE
+from analysis.pareto import pareto_front
+from analysis.tables import label_trials, model_label
+
+MARKERS = {"ngdiff": "D", "lossnorm": "s", "npo": "^", "rlw": "v", "pcgrad": "P", "imtlg": "X",
+           "gradnorm": "h", "ga": "<", "gd": ">", "gdiff": "o"}
+COLORS = {"ngdiff": "tab:red", "lossnorm": "tab:green", "npo": "tab:purple", "rlw": "tab:brown",
+          "pcgrad": "tab:pink", "imtlg": "tab:olive", "gradnorm": "tab:cyan", "ga": "tab:gray",
+          "gd": "tab:orange", "gdiff": "tab:blue"}
+#: (x, y, x label, y label, title, x sense, y sense) of Figure 1's two panels.
+PANELS = [
+    ("final_loss_forget", "final_loss_retain", r"$L_F$ forget loss (higher: forgotten)",
+     r"$L_R$ retain loss (lower: retained)", "loss", False, True),
+    ("rouge_forget", "rouge_retain", "ROUGE-L forget (lower: forgotten)",
+     "ROUGE-L retain (higher: retained)", "ROUGE", True, False),
+]
+CURVES = [("rouge_forget", "ROUGE-L forget"), ("loss_forget", r"$L_F$ forget loss"),
+          ("rouge_retain", "ROUGE-L retain"), ("loss_retain", r"$L_R$ retain loss")]
+
+
+def _save(fig: Figure, out_path) -> list[Path]:
+    """Write the figure as PNG and SVG (same stem); return both paths."""
+    png = Path(out_path).with_suffix(".png")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    paths = []
+    for path in (png, png.with_suffix(".svg")):
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def _finite(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    if not all(c in df for c in cols):
+        return df.iloc[:0]
+    ok = np.ones(len(df), bool)
+    for c in cols:
+        ok &= np.isfinite(pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float))
+    return df[ok]
+
+
+def _method_key(method) -> str:
+    return str(method) if method in MARKERS else "other"
+
+
+# ---------------------------------------------------------------- Figure 1
+
+
+def plot_pareto(df: pd.DataFrame, out_path, vocab_size: int | None = None) -> list[Path]:
+    """Figure 1: per model, L_F vs L_R (left) and ROUGE forget vs retain (right).
+
+    GDiff's c-sweep is a dashed line sorted by c and annotated with c (one line for static lr, one
+    for AutoLR); other methods are markers, filled for static lr and hollow for AutoLR; No-unlearn
+    is a star; the grey line is the random-guess loss ln|V| when ``vocab_size`` is given; the thin
+    black line joins the Pareto front of the panel.
+    """
+    df = label_trials(df[df["status"] != "failed"] if "status" in df else df)
+    models = sorted(df["model"].dropna().unique()) if "model" in df and len(df) else [None]
+    fig = Figure(figsize=(11, 4.3 * len(models)))
+    axes = fig.subplots(len(models), 2, squeeze=False)
+    for row, model in zip(axes, models):
+        sub = df if model is None else df[df["model"] == model]
+        for ax, panel in zip(row, PANELS):
+            _pareto_panel(ax, sub, panel, vocab_size)
+            ax.set_title(f"{model_label(model)}: {panel[4]}" if model is not None else panel[4])
+    fig.legend(handles=_pareto_legend(df, vocab_size), loc="center left", bbox_to_anchor=(1.0, 0.5),
+               frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def _pareto_panel(ax, df: pd.DataFrame, panel, vocab_size) -> None:
+    x, y, xlabel, ylabel, _, min_x, min_y = panel
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    pts = _finite(df, x, y)
+    if pts.empty:
+        ax.text(0.5, 0.5, "no finished trial with these metrics", ha="center", va="center",
+                transform=ax.transAxes, color="grey")
+        return
+    front = pts[pareto_front(pts, x, y, minimize_x=min_x, minimize_y=min_y)].sort_values(x)
+    ax.plot(front[x], front[y], color="black", lw=0.7, alpha=0.5, zorder=1)
+    gdiff = pts[pts["method"] == "gdiff"]
+    for (mode, lr), g in gdiff.groupby([gdiff["lr_mode"].fillna("static"), gdiff["lr"].fillna(0)]):
+        g = g.sort_values("c")
+        auto = mode == "autolr"
+        ax.plot(g[x], g[y], ls="-." if auto else "--", color="tab:blue", lw=1.1, alpha=0.8, zorder=2)
+        ax.scatter(g[x], g[y], marker="o", s=28, zorder=3, edgecolors="tab:blue",
+                   facecolors="none" if auto else "tab:blue")
+        for _, r in g.iterrows():
+            if pd.notna(r["c"]):
+                ax.annotate(f"{r['c']:g}", (r[x], r[y]), xytext=(3, 3), textcoords="offset points",
+                            fontsize=7, color="tab:blue")
+    others = pts[~pts["method"].isin(["gdiff", BASELINE])]
+    for (method, mode), g in others.groupby(["method", others["lr_mode"].fillna("static")]):
+        color = COLORS.get(method, "black")
+        ax.scatter(g[x], g[y], marker=MARKERS.get(method, "p"), s=40, zorder=4, edgecolors=color,
+                   facecolors="none" if mode == "autolr" else color, linewidths=1.2)
+    base = pts[pts["method"] == BASELINE]
+    ax.scatter(base[x], base[y], marker="*", s=160, color="gold", edgecolors="black", zorder=5)
+    if vocab_size and x == "final_loss_forget":
+        ax.axvline(math.log(vocab_size), color="grey", ls="--", lw=1)
+
+
+def _pareto_legend(df: pd.DataFrame, vocab_size) -> list:
+    handles = [Line2D([], [], marker="*", ls="", ms=12, color="gold", mec="black", label="No-unlearn")]
+    methods = df["method"].dropna().unique() if "method" in df else []
+    if "gdiff" in methods:
+        handles += [Line2D([], [], ls="--", marker="o", color="tab:blue", label="GDiff c-sweep, static lr"),
+                    Line2D([], [], ls="-.", marker="o", mfc="none", color="tab:blue", label="GDiff c-sweep, AutoLR")]
+    for m in sorted(set(methods) - {"gdiff", BASELINE}):
+        label = df.loc[df["method"] == m, "label"].iloc[0]
+        handles.append(Line2D([], [], marker=MARKERS.get(m, "p"), ls="", color=COLORS.get(m, "black"), label=label))
+    handles += [Line2D([], [], marker="o", ls="", color="black", label="filled: static lr"),
+                Line2D([], [], marker="o", ls="", mfc="none", color="black", label="hollow: AutoLR"),
+                Line2D([], [], color="black", lw=0.7, alpha=0.5, label="Pareto front")]
+    if vocab_size:
+        handles.append(Line2D([], [], color="grey", ls="--", label=f"random guess ln|V| = {math.log(vocab_size):.2f}"))
+    return handles
+
+
+# ---------------------------------------------------------------- Figures 4-7
+
+
+def _need_config(steps: pd.DataFrame) -> None:
+    if "method" not in steps:
+        raise ValueError("the steps need the trials' config columns; pass RunData.curves(), not RunData.steps.")
+
+
+def _curve_grid(steps: pd.DataFrame, label_col: str, title: str, out_path) -> list[Path]:
+    """One panel per curve metric (ROUGE forget, L_F, ROUGE retain, L_R), one line per trial."""
+    if steps.empty:
+        return []
+    fig = Figure(figsize=(16, 3.8))
+    axes = fig.subplots(1, len(CURVES))
+    labels = list(dict.fromkeys(steps.sort_values("order", kind="stable")[label_col]))
+    colors = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
+    styles = {lab: ["-", "--", ":", "-."][(i // 10) % 4] for i, lab in enumerate(labels)}
+    for ax, (col, name) in zip(axes, CURVES):
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        for trial, g in steps.groupby("trial_dir", sort=False):
+            g = _finite(g, "step", col).sort_values("step")  # ROUGE is only set on evaluation steps
+            if g.empty:
+                continue
+            lab = g[label_col].iloc[0]
+            sparse = len(g) < 0.5 * steps.loc[steps["trial_dir"] == trial, "step"].nunique()
+            ax.plot(g["step"], g[col], color=colors[lab], ls=styles[lab], lw=1.2,
+                    marker="o" if sparse else None, ms=3)
+    fig.legend(handles=[Line2D([], [], color=colors[lab], ls=styles[lab], label=lab) for lab in labels],
+               loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(6, len(labels)), frameon=False, fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def _default_method(steps: pd.DataFrame, preferred: str) -> str | None:
+    methods = steps["method"].dropna()
+    methods = methods[methods != BASELINE]
+    if methods.empty:
+        return None
+    return preferred if preferred in set(methods) else methods.value_counts().index[0]
+
+
+def _labelled(steps: pd.DataFrame) -> pd.DataFrame:
+    """Steps plus each trial's ``label``, ``column``, ``order`` and ``lr_label``, computed once per trial
+    (from its initial lr, since under AutoLR the per-step ``lr`` moves)."""
+    trials = steps.drop_duplicates("trial_dir").drop(columns=["lr"]).rename(columns={"initial_lr": "lr"})
+    trials = label_trials(trials)
+    trials["lr_label"] = [f"AutoLR from η={lr:g}" if mode == "autolr" else f"η={lr:g}"
+                          for mode, lr in zip(trials["lr_mode"], trials["lr"])]
+    cols = ["trial_dir", "label", "column", "order", "lr_label"]
+    return steps.merge(trials[cols], on="trial_dir", how="left")
+
+
+def plot_curves(steps: pd.DataFrame, out_path, by: str = "method", method: str | None = None) -> list[Path]:
+    """Figure 4 (``by="method"``: one line per trial, labelled by method) or Figure 5 (``by="lr"``:
+    one method, default NGDiff, at each static lr and under AutoLR). ``steps`` is ``RunData.curves()``."""
+    _need_config(steps)
+    if by == "method":
+        df = _labelled(steps[steps["method"] != BASELINE])
+        return _curve_grid(df, "column", "Unlearning curves per method", out_path)
+    if by == "lr":
+        method = method or _default_method(steps, "ngdiff")
+        df = _labelled(steps[steps["method"] == method])
+        return _curve_grid(df, "lr_label", f"{df['label'].iloc[0] if len(df) else method}: static lr vs AutoLR", out_path)
+    raise ValueError(f"by is 'method' or 'lr', not {by!r}.")
+
+
+def plot_lr_sensitivity(steps: pd.DataFrame, out_path, method: str = "gdiff", c: float | None = 0.5) -> list[Path]:
+    """Figure 6: one method (default vanilla GDiff, c = 0.5) at several static learning rates."""
+    _need_config(steps)
+    df = steps[(steps["method"] == method) & (steps["lr_mode"] != "autolr")]
+    if method == "gdiff" and c is not None:
+        df = df[np.isclose(pd.to_numeric(df["c"], errors="coerce"), c)]
+    if df.empty:
+        return []
+    df = _labelled(df)
+    return _curve_grid(df, "lr_label", f"{df['label'].iloc[0]}: sensitivity to the learning rate", out_path)
+
+
+def plot_norms_lr(steps: pd.DataFrame, out_path, method: str | None = None) -> list[Path]:
+    """Figure 7: ||g_R||, ||g_F||, the learning rate, and the effective step sizes lr*w_R, lr*w_F."""
+    _need_config(steps)
+    method = method or _default_method(steps, "ngdiff")
+    df = _labelled(steps[steps["method"] == method])
+    df = df.assign(lr_retain=df["lr"] * df.get("w_retain", np.nan), lr_forget=df["lr"] * df.get("w_forget", np.nan))
+    if _finite(df, "step", "norm_retain").empty and _finite(df, "step", "lr").empty:
+        return []
+    fig = Figure(figsize=(14, 3.8))
+    axes = fig.subplots(1, 3)
+    titles = ["gradient norms", "learning rate", "step size on each gradient"]
+    series = [[("norm_retain", r"$\|g_R\|$", "-"), ("norm_forget", r"$\|g_F\|$", "--")],
+              [("lr", "lr", "-")],
+              [("lr_retain", r"lr$\cdot w_R$", "-"), ("lr_forget", r"lr$\cdot w_F$", "--")]]
+    labels = list(dict.fromkeys(df.sort_values("order", kind="stable")["lr_label"]))
+    for ax, title, cols in zip(axes, titles, series):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        positive = True
+        for i, lab in enumerate(labels):
+            for trial, g in df[df["lr_label"] == lab].groupby("trial_dir", sort=False):
+                for col, name, ls in cols:
+                    g2 = _finite(g, "step", col).sort_values("step")
+                    if g2.empty:
+                        continue
+                    positive &= bool((g2[col] > 0).all())
+                    ax.plot(g2["step"], g2[col], color=f"C{i % 10}", ls=ls, lw=1.2, label=f"{name}, {lab}")
+        if "autolr_status" in df and title == "learning rate":
+            _mark_probes(ax, df)
+        if positive and ax.lines:
+            ax.set_yscale("log")
+        if ax.lines:
+            ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(f"{df['label'].iloc[0] if len(df) else method}: gradient norms and learning rate")
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def _mark_probes(ax, df: pd.DataFrame) -> None:
+    """AutoLR probe steps on the lr panel: dots where the new rate was accepted, crosses where rejected."""
+    status = df["autolr_status"].astype("string")
+    for kind, marker in (("accepted", "o"), ("rejected", "x")):
+        hit = _finite(df[status.str.startswith(kind).fillna(False).to_numpy(bool)], "step", "lr")
+        if not hit.empty:
+            ax.scatter(hit["step"], hit["lr"], marker=marker, s=14, color="black", zorder=5,
+                       label=f"AutoLR probe {kind}")

@@ -1,0 +1,399 @@
+"""Grid files: read, validate completely, expand into trial specs. No Ray, no torch model loading.
+
+A grid file (``search_spaces/<name>.yaml``) names the axes; lists multiply::
+
+    name: smoke
+    seeds: [0]
+    data:    [{name: authors, source: builtin, n_authors: 20, qa_per_author: 10, forget_split: forget10}]
+    models:  [{name: tiny-gpt2, workers: 1}]
+    target:  {lr: 3.0e-3, batch_size: 32, max_epochs: 200, exact_match_gate: 0.9}
+    methods: [{method: gdiff, c: [0.1, 0.5, 0.9]}, {method: ngdiff}, {method: npo, beta: 0.1}]
+    lr_modes: [static, autolr]
+    unlearn: {optimizer: adam, lr: [1.0e-3], steps: 30, batch_size: 8, autolr: {every: 10}}
+    eval:    {max_questions: 20, max_new_tokens: 24, every: 10}
+
+``include: [other.yaml, ...]`` (paths relative to the file) merges other files first, this file's keys
+winning; ``plugins: [my.module]`` imports modules that register extra methods.
+
+Every problem is collected and reported at once, each as one sentence naming the file, the key, the
+value and what is allowed::
+
+    specs = expand(load_grid("search_spaces/smoke.yaml"))
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from sweeper.autolr import AutoLRConfig
+from sweeper.loop import OPTIMIZERS
+from sweeper.methods import import_plugins, validate_rule_params
+from sweeper.models import model_problem
+from sweeper.objectives import get_objective, objective_problem
+
+SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+
+TOP_KEYS = {"name", "include", "plugins", "seeds", "data", "models", "target", "methods", "lr_modes",
+            "unlearn", "eval", "max_failures", "description"}
+DATA_KEYS = {"name", "kind", "source", "n_authors", "qa_per_author", "forget_split", "seed"}
+MODEL_KEYS = {"name", "workers", "strategy", "cpus_per_worker", "gpus_per_worker", "dtype", "trust_remote_code"}
+TARGET_KEYS = {"optimizer", "lr", "batch_size", "max_epochs", "exact_match_gate", "check_every", "seed"}
+UNLEARN_KEYS = {"optimizer", "lr", "steps", "batch_size", "weight_decay", "autolr"}
+EVAL_KEYS = {"max_questions", "max_new_tokens", "every", "batch_size"}
+LR_MODES = ("static", "autolr")
+STRATEGIES = ("ddp", "fsdp")
+DTYPES = ("float32", "bfloat16", "float16")
+#: Method presets: a name that fixes the forget objective as well as the rule.
+PRESETS = {"npo": {"method": "ga", "forget_loss": "npo"}}
+
+DEFAULTS = {
+    "seeds": [0],
+    "target": {"optimizer": "adamw", "lr": 3e-3, "batch_size": 32, "max_epochs": 200,
+               "exact_match_gate": 0.9, "check_every": 10, "seed": 0},
+    "unlearn": {"optimizer": "adam", "lr": [1e-3], "steps": 30, "batch_size": 8, "weight_decay": 0.0,
+                "autolr": {}},
+    "eval": {"max_questions": 20, "max_new_tokens": 24, "every": 10, "batch_size": 32},
+    "lr_modes": ["static"],
+    "max_failures": 1,
+}
+MODEL_DEFAULTS = {"workers": 1, "strategy": "ddp", "cpus_per_worker": 1, "gpus_per_worker": 0,
+                  "dtype": "float32", "trust_remote_code": False}
+DATA_DEFAULTS = {"kind": "tofu", "source": "builtin", "n_authors": 20, "qa_per_author": 10,
+                 "forget_split": "forget10", "seed": 0}
+
+
+class GridError(ValueError):
+    """Every problem of a grid file, one sentence each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass
+class TrialSpec:
+    """One trial, as plain data (it travels to Ray workers as a dict)."""
+    run: str
+    model: dict
+    data: dict
+    target: dict
+    method: str                 # the combination rule
+    method_params: dict
+    forget_loss: str
+    forget_loss_params: dict
+    label: str                  # the method's name on plots: gdiff, ngdiff, npo, ...
+    lr_mode: str
+    lr: float
+    optimizer: str
+    weight_decay: float
+    steps: int
+    batch_size: int
+    autolr: dict
+    eval: dict
+    seed: int
+    max_failures: int = 1
+    plugins: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrialSpec":
+        return cls(**d)
+
+    @property
+    def config_hash(self) -> str:
+        d = self.to_dict()
+        d.pop("run")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def target_hash(self) -> str:
+        return target_hash(self.model, self.data, self.target)
+
+    @property
+    def trial_id(self) -> str:
+        c = f"-c{self.method_params['c']:g}" if "c" in self.method_params else ""
+        model = self.model["name"].replace("/", "_")
+        return f"{model}_{self.label}{c}_{self.lr_mode}_lr{self.lr:g}_s{self.seed}_{self.config_hash[:8]}"
+
+    @property
+    def c(self) -> float | None:
+        return self.method_params.get("c") if self.method == "gdiff" else None
+
+
+def target_hash(model: dict, data: dict, recipe: dict) -> str:
+    """Content hash of what determines a No-unlearn target: the model, the data and the fine-tune recipe."""
+    key = {"model": {k: model[k] for k in ("name", "dtype", "trust_remote_code")}, "data": data, "recipe": recipe}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_grid_path(grid: str) -> Path:
+    """``smoke`` -> search_spaces/smoke.yaml; ``paper/table1`` -> search_spaces/paper/table1.yaml; or a path."""
+    path = Path(grid)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    candidate = SEARCH_SPACES / f"{grid}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(str(p.relative_to(SEARCH_SPACES).with_suffix("")) for p in SEARCH_SPACES.rglob("*.yaml"))
+    close = difflib.get_close_matches(grid, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise GridError([f"grid {grid!r}: no file {candidate}; known grids: {', '.join(known)}{hint}"])
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise GridError([f"{path}: cannot be read ({e.strerror})"]) from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise GridError([f"{path}: YAML syntax error{where}: {getattr(e, 'problem', e)}"]) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise GridError([f"{path}: the top level must be a mapping of keys, not a {type(doc).__name__}"])
+    return doc
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def load_grid(path: str | Path, _seen: tuple = ()) -> dict:
+    """The grid file with its includes merged in (later keys win; lists such as methods concatenate)."""
+    path = Path(path)
+    doc = _read_yaml(path)
+    doc.setdefault("name", path.stem)
+    doc["_file"] = str(path)
+    includes = doc.pop("include", []) or []
+    if not isinstance(includes, list):
+        raise GridError([f"{path}: key 'include' = {includes!r} must be a list of file names"])
+    merged: dict = {}
+    for inc in includes:
+        inc_path = (path.parent / inc).resolve()
+        if inc_path in _seen:
+            raise GridError([f"{path}: include {inc!r} is circular"])
+        part = load_grid(inc_path, _seen + (path.resolve(),))
+        part_methods = merged.get("methods", []) + part.get("methods", [])
+        merged = _merge(merged, part)
+        merged["methods"] = part_methods
+    if includes and "methods" in doc:
+        doc["methods"] = merged.get("methods", []) + doc["methods"]
+    return _merge(merged, doc)
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _unknown_keys(where: str, given: dict, allowed: set) -> list[str]:
+    out = []
+    for key in given:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            out.append(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(allowed))}{hint}")
+    return out
+
+
+def _positive(where: str, key: str, value, integer: bool = False) -> list[str]:
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or not value > 0:
+        kind = "a positive integer" if integer else "a positive number"
+        return [f"{where}: {key} = {value!r} must be {kind}"]
+    return []
+
+
+def _check_sections(f: str, doc: dict) -> list[str]:
+    problems = _unknown_keys(f, {k: v for k, v in doc.items() if not k.startswith("_")}, TOP_KEYS)
+    for key in ("data", "models", "methods"):
+        if not doc.get(key):
+            problems.append(f"{f}: key {key!r} is missing or empty; it must list at least one entry")
+        elif not isinstance(doc[key], list) or not all(isinstance(e, dict) for e in doc[key]):
+            problems.append(f"{f}: key {key!r} must be a list of mappings")
+    for key in ("target", "unlearn", "eval"):
+        if key in doc and not isinstance(doc[key], dict):
+            problems.append(f"{f}: key {key!r} must be a mapping, not {doc[key]!r}")
+    return problems
+
+
+def _check_models(f: str, models: list[dict]) -> list[str]:
+    problems = []
+    for i, m in enumerate(models):
+        where = f"{f}: models[{i}]"
+        problems += _unknown_keys(where, m, MODEL_KEYS)
+        if "name" not in m:
+            problems.append(f"{where}: key 'name' is missing")
+        elif (why := model_problem(str(m["name"]))):
+            problems.append(f"{where}: {why}")
+        spec = {**MODEL_DEFAULTS, **m}
+        problems += _positive(where, "workers", spec["workers"], integer=True)
+        if spec["strategy"] not in STRATEGIES:
+            problems.append(f"{where}: strategy = {spec['strategy']!r} is not allowed; allowed: {', '.join(STRATEGIES)}")
+        if spec["strategy"] == "fsdp" and not spec["gpus_per_worker"]:
+            problems.append(f"{where}: strategy 'fsdp' needs gpus_per_worker > 0 (FSDP runs on GPUs; use ddp on CPUs)")
+        if spec["dtype"] not in DTYPES:
+            problems.append(f"{where}: dtype = {spec['dtype']!r} is not allowed; allowed: {', '.join(DTYPES)}")
+        if not isinstance(spec["cpus_per_worker"], (int, float)) or spec["cpus_per_worker"] < 0:
+            problems.append(f"{where}: cpus_per_worker = {spec['cpus_per_worker']!r} must be a number >= 0")
+        if not isinstance(spec["gpus_per_worker"], (int, float)) or spec["gpus_per_worker"] < 0:
+            problems.append(f"{where}: gpus_per_worker = {spec['gpus_per_worker']!r} must be a number >= 0")
+    return problems
+
+
+def _check_data(f: str, data: list[dict]) -> list[str]:
+    problems = []
+    for i, d in enumerate(data):
+        where = f"{f}: data[{i}]"
+        problems += _unknown_keys(where, d, DATA_KEYS)
+        spec = {**DATA_DEFAULTS, **d}
+        if "name" not in d:
+            problems.append(f"{where}: key 'name' is missing")
+        if spec["kind"] != "tofu":
+            problems.append(f"{where}: kind = {spec['kind']!r} is not allowed; allowed: tofu")
+        src = str(spec["source"])
+        if src != "builtin" and not os.path.isdir(src) and src.count("/") != 1:
+            problems.append(f"{where}: source = {src!r} is neither 'builtin', an existing folder, nor a Hugging Face id org/name")
+        if spec["forget_split"] not in ("forget01", "forget05", "forget10"):
+            problems.append(f"{where}: forget_split = {spec['forget_split']!r} is not allowed; allowed: forget01, forget05, forget10")
+        for key in ("n_authors", "qa_per_author"):
+            problems += _positive(where, key, spec[key], integer=True)
+    return problems
+
+
+def _check_methods(f: str, methods: list[dict]) -> list[str]:
+    problems = []
+    for i, entry in enumerate(methods):
+        where = f"{f}: methods[{i}]"
+        if "method" not in entry:
+            problems.append(f"{where}: key 'method' is missing")
+            continue
+        for rule, fl, rule_params, fl_params, _ in _method_variants(entry):
+            if (why := objective_problem(fl, fl_params)):
+                problems.append(f"{where}: {why}")
+            problems += [f"{where}: {p}" for p in validate_rule_params(rule, rule_params)]
+    return list(dict.fromkeys(problems))
+
+
+def _check_run_settings(f: str, doc: dict) -> list[str]:
+    problems = []
+    t, u, e = doc["target"], doc["unlearn"], doc["eval"]
+    problems += _unknown_keys(f"{f}: target", t, TARGET_KEYS)
+    problems += _unknown_keys(f"{f}: unlearn", u, UNLEARN_KEYS)
+    problems += _unknown_keys(f"{f}: eval", e, EVAL_KEYS)
+    for lr in _as_list(u["lr"]):
+        problems += _positive(f"{f}: unlearn", "lr", lr)
+    problems += _positive(f"{f}: target", "lr", t["lr"])
+    for where, d, key in ((f"{f}: unlearn", u, "steps"), (f"{f}: unlearn", u, "batch_size"),
+                          (f"{f}: target", t, "batch_size"), (f"{f}: target", t, "max_epochs"),
+                          (f"{f}: eval", e, "max_questions"), (f"{f}: eval", e, "max_new_tokens")):
+        problems += _positive(where, key, d[key], integer=True)
+    for where, d in ((f"{f}: unlearn", u), (f"{f}: target", t)):
+        if d["optimizer"] not in OPTIMIZERS:
+            problems.append(f"{where}: optimizer = {d['optimizer']!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
+    if not (isinstance(t["exact_match_gate"], (int, float)) and 0 <= t["exact_match_gate"] <= 1):
+        problems.append(f"{f}: target: exact_match_gate = {t['exact_match_gate']!r} must be in [0, 1]")
+    for mode in _as_list(doc["lr_modes"]):
+        if mode not in LR_MODES:
+            problems.append(f"{f}: lr_modes: {mode!r} is not allowed; allowed: {', '.join(LR_MODES)}")
+    if not isinstance(u["autolr"], dict):
+        problems.append(f"{f}: unlearn: autolr must be a mapping of AutoLR settings")
+    else:
+        allowed = set(AutoLRConfig.__dataclass_fields__)
+        problems += _unknown_keys(f"{f}: unlearn.autolr", u["autolr"], allowed)
+        if not set(u["autolr"]) - allowed:
+            problems += [f"{f}: unlearn.{p}" for p in AutoLRConfig(**u["autolr"]).problems()]
+    for seed in _as_list(doc["seeds"]):
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            problems.append(f"{f}: seeds: {seed!r} must be a non-negative integer")
+    return problems
+
+
+def _with_defaults(doc: dict) -> dict:
+    out = {**DEFAULTS, **{k: v for k, v in doc.items()}}
+    for key in ("target", "unlearn", "eval"):
+        out[key] = {**DEFAULTS[key], **(doc.get(key) or {})} if isinstance(doc.get(key, {}), dict) else doc[key]
+    return out
+
+
+def validate(doc: dict) -> list[str]:
+    """All problems of a loaded grid (empty when it is valid). Imports the grid's plugins first."""
+    f = doc.get("_file", "<grid>")
+    problems = []
+    try:
+        import_plugins(_as_list(doc.get("plugins") or []))
+    except ValueError as e:
+        problems.append(f"{f}: plugins: {e}")
+    problems += _check_sections(f, doc)
+    if problems:
+        return problems
+    doc = _with_defaults(doc)
+    problems += _check_models(f, doc["models"])
+    problems += _check_data(f, doc["data"])
+    problems += _check_methods(f, doc["methods"])
+    problems += _check_run_settings(f, doc)
+    return problems
+
+
+def _method_variants(entry: dict):
+    """(rule, forget_loss, rule_params, forget_loss_params, label) for each combination of list values."""
+    entry = dict(entry)
+    label = entry.pop("method")
+    preset = PRESETS.get(label, {"method": label})
+    rule = preset["method"]
+    fl = entry.pop("forget_loss", preset.get("forget_loss", "nll"))
+    if preset.get("forget_loss") is None and fl != "nll":
+        label = f"{label}+{fl}"
+    keys = list(entry)
+    for values in itertools.product(*(_as_list(entry[k]) for k in keys)):
+        params = dict(zip(keys, values))
+        try:
+            fl_names = set(get_objective(fl).params())
+        except ValueError:
+            fl_names = set()
+        fl_params = {k: v for k, v in params.items() if k in fl_names}
+        rule_params = {k: v for k, v in params.items() if k not in fl_names}
+        yield rule, fl, rule_params, fl_params, label
+
+
+def expand(doc: dict, run: str | None = None) -> list[TrialSpec]:
+    """Validate ``doc`` (raising GridError with every problem) and expand it into trial specs."""
+    problems = validate(doc)
+    if problems:
+        raise GridError(problems)
+    doc = _with_defaults(doc)
+    run = run or doc["name"]
+    u = doc["unlearn"]
+    specs = []
+    for data, model, entry, lr_mode, lr, seed in itertools.product(
+            doc["data"], doc["models"], doc["methods"], _as_list(doc["lr_modes"]), _as_list(u["lr"]),
+            _as_list(doc["seeds"])):
+        for rule, fl, rule_params, fl_params, label in _method_variants(entry):
+            specs.append(TrialSpec(
+                run=run, model={**MODEL_DEFAULTS, **model}, data={**DATA_DEFAULTS, **data}, target=doc["target"],
+                method=rule, method_params=rule_params, forget_loss=fl, forget_loss_params=fl_params,
+                label=label, lr_mode=lr_mode, lr=float(lr), optimizer=u["optimizer"],
+                weight_decay=float(u["weight_decay"]), steps=int(u["steps"]), batch_size=int(u["batch_size"]),
+                autolr=u["autolr"] if lr_mode == "autolr" else {}, eval=doc["eval"], seed=int(seed),
+                max_failures=int(doc["max_failures"]), plugins=_as_list(doc.get("plugins") or [])))
+    ids = [s.trial_id for s in specs]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise GridError([f"{doc['_file']}: the grid expands to duplicate trials {dupes}; remove the repeated entries"])
+    return specs

@@ -1,0 +1,183 @@
+"""Launch a sweep: validate the grid, build the No-unlearn targets, run every trial under Ray Tune.
+
+Usage::
+
+    python -m sweeper.launch --grid demo                       # local Ray on this machine, storage ./runs
+    python -m sweeper.launch --grid smoke --storage /tmp/runs
+    python -m sweeper.launch --grid paper --address auto --storage s3://bucket/runs
+    python -m sweeper.launch --grid demo --dry-run             # trials, resources, concurrency; no Ray
+
+Run names are the grid's name (never a timestamp), so running the same command again resumes: finished
+trials (those with a ``_SUCCESS`` marker) are reported from storage, not re-run.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections import Counter
+
+from sweeper.grid import GridError, TrialSpec, expand, load_grid, resolve_grid_path
+from sweeper.storage import Storage
+
+#: A custom resource held by each Tune trial's own process, so that it takes no CPU from its workers
+#: (a 1-CPU trial driver plus 1-CPU workers deadlock a 2-CPU machine silently; see RAY-NOTES).
+TRIAL_SLOT = "sweeper_trial_slot"
+
+QUIET_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",     # teardown polling: ~6 s -> ~2 s per trial
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_AUTH_MODE": "disabled",
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m sweeper.launch", description=__doc__.split("\n\n")[0])
+    p.add_argument("--grid", required=True, help="grid name under search_spaces/ (smoke, demo, paper, paper/table1) or a YAML path")
+    p.add_argument("--storage", default="runs", help="local folder or pyarrow filesystem URI (default: ./runs)")
+    p.add_argument("--address", default=None, help="Ray address to join ('auto' for a running cluster); default: start a local Ray")
+    p.add_argument("--run", default=None, help="run name (default: the grid's name)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="cap on concurrent trials (default: what the cluster fits)")
+    p.add_argument("--dry-run", action="store_true", help="print trials, resources and concurrency, then stop")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run (the same command without it does too)")
+    p.add_argument("--no-report", action="store_true", help="do not write the analysis report at the end")
+    return p.parse_args(argv)
+
+
+def trial_shape(spec: TrialSpec) -> tuple[float, float]:
+    """(CPUs, GPUs) the Ray Train workers of one trial hold."""
+    m = spec.model
+    return m["workers"] * m["cpus_per_worker"], m["workers"] * m["gpus_per_worker"]
+
+
+def concurrency(specs: list[TrialSpec], cpus: float, gpus: float, driver_cpu: float) -> int:
+    """How many trials fit at once so that none waits forever for workers: the largest trial decides."""
+    need_cpu = max(trial_shape(s)[0] for s in specs) + driver_cpu
+    need_gpu = max(trial_shape(s)[1] for s in specs)
+    fit = math.floor(cpus / need_cpu) if need_cpu else len(specs)
+    if need_gpu:
+        fit = min(fit, math.floor(gpus / need_gpu))
+    return max(0, min(fit, len(specs)))
+
+
+def capacity_problems(specs: list[TrialSpec], cpus: float, gpus: float, driver_cpu: float) -> list[str]:
+    problems = []
+    for s in {s.model["name"]: s for s in specs}.values():
+        c, g = trial_shape(s)
+        if c + driver_cpu > cpus:
+            problems.append(f"model {s.model['name']!r}: {s.model['workers']} workers x {s.model['cpus_per_worker']} CPUs "
+                            f"(+{driver_cpu} for the trial) exceed the cluster's {cpus:g} CPUs; lower workers or cpus_per_worker")
+        if g > gpus:
+            problems.append(f"model {s.model['name']!r}: {s.model['workers']} workers x {s.model['gpus_per_worker']} GPUs "
+                            f"exceed the cluster's {gpus:g} GPUs")
+    return problems
+
+
+def print_plan(specs: list[TrialSpec], conc: int, cpus: float, gpus: float) -> None:
+    print(f"{len(specs)} trials, {len({s.target_hash for s in specs})} No-unlearn target(s)")
+    for s in specs:
+        c, g = trial_shape(s)
+        print(f"  {s.trial_id:<70} {s.model['workers']} worker(s), {c:g} CPU, {g:g} GPU, {s.steps} steps")
+    print(f"cluster: {cpus:g} CPUs, {gpus:g} GPUs -> {conc} trial(s) at a time")
+    step_s = {"cpu": 0.08, "gpu": 0.5}  # measured s/step: tiny twins on CPU (RAY-NOTES); ~1.4B on one GPU (estimate)
+    hours = sum(s.steps * (step_s["gpu"] if trial_shape(s)[1] else step_s["cpu"]) * max(1, trial_shape(s)[1])
+                for s in specs) / 3600
+    print(f"estimated device-hours (steps only, no evaluation or start-up): {hours:.2f}")
+
+
+def build_targets(specs: list[TrialSpec], storage: Storage) -> None:
+    """Stage 1 as Ray tasks: each distinct target is fine-tuned once (or found cached) and its
+    No-unlearn row written into this run."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def stage1(spec_dict: dict, uri: str) -> list[str]:
+        from sweeper.stage1 import target_and_baseline
+        logs: list[str] = []
+        target_and_baseline(TrialSpec.from_dict(spec_dict), Storage(uri), logs.append)
+        return logs
+
+    firsts = {s.target_hash: s for s in specs}
+    refs = [stage1.options(num_gpus=s.model["gpus_per_worker"] and 1).remote(s.to_dict(), storage.uri)
+            for s in firsts.values()]
+    for logs in ray.get(refs):
+        print("\n".join(logs), flush=True)
+
+
+def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, trial_resources: dict):
+    from ray import tune
+
+    from sweeper.trial import run_trial
+
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, trial_resources),
+        param_space={"spec": tune.grid_search([s.to_dict() for s in specs]), "storage": storage.uri},
+        tune_config=tune.TuneConfig(max_concurrent_trials=conc),
+        run_config=tune.RunConfig(name="tune", storage_path=storage.url(run),
+                                  failure_config=tune.FailureConfig(max_failures=0), verbose=1))
+    return tuner.fit()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        specs = expand(load_grid(resolve_grid_path(args.grid)), run=args.run)
+    except GridError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    storage = Storage(args.storage)
+    run = specs[0].run
+    if args.dry_run:
+        cpus, gpus = float(args.num_cpus or os.cpu_count()), 0.0
+        print_plan(specs, args.max_concurrent or concurrency(specs, cpus, gpus, 0), cpus, gpus)
+        return 0
+    if (why := storage.check_writable()):
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+
+    os.environ.update({k: v for k, v in QUIET_ENV.items() if k not in os.environ})
+    import ray
+    start = time.time()
+    env = {"env_vars": {k: os.environ[k] for k in QUIET_ENV}}
+    if args.address:
+        ray.init(address=args.address, runtime_env=env)
+    else:
+        ray.init(num_cpus=args.num_cpus or os.cpu_count(), resources={TRIAL_SLOT: 10_000}, runtime_env=env,
+                 include_dashboard=False)
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    # On a cluster started without the custom resource, each trial's own process takes 1 CPU instead.
+    driver_cpu = 0.0 if total.get(TRIAL_SLOT) else 1.0
+    trial_resources = {TRIAL_SLOT: 1} if not driver_cpu else {"CPU": 1}
+    problems = capacity_problems(specs, cpus, gpus, driver_cpu)
+    if problems:
+        print("error: " + "\n".join(problems), file=sys.stderr)
+        return 2
+    conc = min(args.max_concurrent or len(specs), concurrency(specs, cpus, gpus, driver_cpu))
+    print_plan(specs, conc, cpus, gpus)
+
+    print(f"stage 1: No-unlearn targets under {storage.url('targets')}", flush=True)
+    build_targets(specs, storage)
+    print(f"stage 2: {len(specs)} trials, {conc} at a time", flush=True)
+    run_trials(specs, storage, run, conc, trial_resources)
+
+    from analysis.load import load_run
+    data = load_run(storage.url(run))
+    counts = Counter(data.summaries["status"])
+    print(f"\nrun {run!r} finished in {time.time() - start:.0f} s: "
+          + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    print(f"outputs: {storage.url(run)}/trials/<trial_id>/{{steps,summary}}.parquet")
+    if not args.no_report:
+        from analysis.report import main as report_main
+        report_main([storage.url(run)])
+    return 0 if counts.get("failed", 0) == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The unlearning loop: plain torch, one process or one Ray Train worker, any rule, any forget objective.
+
+One step (the paper's Algorithm 1, for every method of Section 3.2):
+
+1. forward + backward of L_R on the retain batch -> g_R (all-reduced once, copied aside);
+2. forward + backward of the forget objective on the forget batch -> g_F (all-reduced once);
+3. the five scalars L_R, L_F, ||g_R||^2, ||g_F||^2, g_R.g_F -> the rule's weights (w_R, w_F);
+4. g = w_R g_R - w_F g_F is written into the parameters' .grad, and the base optimizer steps
+   (through AutoLR every K steps).
+
+Gradients live in one flat buffer that the parameters' ``.grad`` tensors are views of, so the all-reduce
+is one call, the norms and the dot product are single BLAS calls, and the only memory beyond plain
+training is the copy of g_R: one parameter-sized buffer.
+
+Usage (no Ray)::
+
+    unlearner = Unlearner(model, forget_ds, retain_ds, collate, LoopConfig(method="ngdiff", steps=20))
+    for step in range(1, 21):
+        row = unlearner.step(step)
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from sweeper.autolr import AutoLR, AutoLRConfig
+from sweeper.distributed import Comm
+from sweeper.lm import sequence_logprobs
+from sweeper.methods import StepScalars, make_rule
+from sweeper.objectives import get_objective
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    method: str = "ngdiff"
+    method_params: dict = field(default_factory=dict)
+    forget_loss: str = "nll"
+    forget_loss_params: dict = field(default_factory=dict)
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    steps: int = 20
+    batch_size: int = 8                 # global batch per split and step, shared by all workers
+    autolr: AutoLRConfig | None = None  # None: static learning rate
+    seed: int = 0
+
+
+class Diverged(RuntimeError):
+    """A loss, norm or dot product turned NaN or infinite."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(f"{what} is not finite at step {step}")
+        self.step = step
+
+
+def make_optimizer(name: str, params: list[torch.Tensor], lr: float, weight_decay: float):
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+
+
+class StepBatches:
+    """Deterministic global batches: step t of epoch e takes the next rows of a permutation seeded by
+    (seed, split, e); worker r keeps rows r, r + W, ... So a resumed trial sees the same batches, and
+    W workers together see exactly the batch that one worker would."""
+
+    def __init__(self, sizes: dict[str, int], batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.sizes, self.batch_size, self.seed = sizes, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self._perms: dict[tuple[str, int], list[int]] = {}
+
+    def _perm(self, split: str, epoch: int) -> list[int]:
+        key = (split, epoch)
+        if key not in self._perms:
+            # Python's hash() of a str differs between processes; this seed must not.
+            split_id = sorted(self.sizes).index(split)
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + split_id * 10_007 + epoch) & 0x7FFFFFFF)
+            self._perms = {k: v for k, v in self._perms.items() if k[1] >= epoch - 1}
+            self._perms[key] = torch.randperm(self.sizes[split], generator=g).tolist()
+        return self._perms[key]
+
+    def global_indices(self, split: str, step: int) -> list[int]:
+        n = self.sizes[split]
+        start = (step - 1) * self.batch_size
+        return [self._perm(split, i // n)[i % n] for i in range(start, start + self.batch_size)]
+
+    def indices(self, split: str, step: int) -> list[int]:
+        return self.global_indices(split, step)[self.rank::self.world_size]
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    """a . b accumulated in float32 at least (bf16 buffers are upcast chunk by chunk)."""
+    if a.dtype in (torch.float32, torch.float64):
+        return float(torch.dot(a, b))
+    chunk = 1 << 24
+    return float(sum(torch.dot(a[i:i + chunk].float(), b[i:i + chunk].float()) for i in range(0, a.numel(), chunk)))
+
+
+def has_active_dropout(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+
+
+class Unlearner:
+    """Holds the model, optimizer, rule, objective and AutoLR of one trial; ``step(t)`` runs step t."""
+
+    def __init__(self, model: torch.nn.Module, forget_ds, retain_ds, collate: Callable[[list], dict],
+                 cfg: LoopConfig, comm: Comm | None = None, ref_logprobs: torch.Tensor | None = None,
+                 device: str | torch.device = "cpu"):
+        self.model, self.cfg, self.comm = model, cfg, comm or Comm()
+        self.forget_ds, self.retain_ds, self.collate, self.device = forget_ds, retain_ds, collate, device
+        self.rule = make_rule(cfg.method, cfg.method_params, seed=cfg.seed)
+        self.objective = get_objective(cfg.forget_loss)
+        if self.objective.needs_reference and ref_logprobs is None:
+            raise ValueError(f"forget_loss {cfg.forget_loss!r} needs the target's cached reference log-probs")
+        self.ref_logprobs = ref_logprobs
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.flat = self._attach_flat_grads()
+        self.g_retain = torch.empty_like(self.flat)
+        self.optimizer = make_optimizer(cfg.optimizer, self.params, cfg.lr, cfg.weight_decay)
+        self.autolr = AutoLR(cfg.autolr) if cfg.autolr else None
+        self.reuse_train_loss = not has_active_dropout(model)
+        self.batches = StepBatches({"forget": len(forget_ds), "retain": len(retain_ds)}, cfg.batch_size,
+                                   cfg.seed, self.comm.rank, self.comm.world_size)
+        self.started = time.perf_counter()
+
+    def _attach_flat_grads(self) -> torch.Tensor:
+        """One flat buffer; every parameter's .grad is a view into it (backward accumulates in place)."""
+        dtypes = {p.dtype for p in self.params}
+        if len(dtypes) != 1:
+            raise ValueError(f"all trainable parameters must share one dtype, found {sorted(map(str, dtypes))}")
+        flat = torch.zeros(sum(p.numel() for p in self.params), dtype=self.params[0].dtype,
+                           device=self.params[0].device)
+        offset = 0
+        for p in self.params:
+            p.grad = flat[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+        return flat
+
+    def _batch(self, dataset, indices: list[int]) -> dict:
+        batch = self.collate([dataset[i] for i in indices])
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    @staticmethod
+    def _n_tokens(batch: dict) -> int:
+        return int((batch["labels"][:, 1:] != -100).sum())
+
+    def _retain_loss(self, batch: dict, n_global: torch.Tensor) -> float:
+        """L_R at the current parameters, eval mode, averaged over workers (AutoLR's probe)."""
+        self.model.eval()
+        with torch.no_grad():
+            logp, _ = sequence_logprobs(self.model, batch)
+            local = (-logp.sum() / n_global).reshape(1).float()
+        self.model.train()
+        return float(self.comm.all_reduce_sum(local))
+
+    def step(self, t: int) -> dict:
+        """Run step t (1-based) and return its curve row (without evaluation columns)."""
+        self.model.train()
+        rb = self._batch(self.retain_ds, self.batches.indices("retain", t))
+        fb = self._batch(self.forget_ds, self.batches.indices("forget", t))
+        counts = torch.tensor([self._n_tokens(rb), self._n_tokens(fb), fb["input_ids"].shape[0]],
+                              dtype=torch.float32, device=self.flat.device)
+        n_r, n_f_tok, n_f_seq = self.comm.all_reduce_sum(counts)
+
+        self.flat.zero_()
+        logp_r, _ = sequence_logprobs(self.model, rb)
+        loss_r_local = -logp_r.sum() / n_r
+        loss_r_local.backward()
+        self.comm.all_reduce_sum(self.flat)
+        self.g_retain.copy_(self.flat)
+
+        self.flat.zero_()
+        logp_f, _ = sequence_logprobs(self.model, fb)
+        ref = self.ref_logprobs[fb["index"].cpu()].to(logp_f.device) if self.objective.needs_reference else None
+        values = self.objective.fn(logp_f, ref, **self.cfg.forget_loss_params)
+        obj_local = values.sum() / (n_f_tok if self.objective.unit == "tokens" else n_f_seq)
+        obj_local.backward()
+        self.comm.all_reduce_sum(self.flat)
+
+        losses = torch.stack([loss_r_local.detach(), obj_local.detach(), -logp_f.detach().sum() / n_f_tok])
+        loss_r, objective, loss_f = self.comm.all_reduce_sum(losses.float()).tolist()
+        s = StepScalars(step=t, loss_retain=loss_r, loss_forget=objective,
+                        sq_norm_retain=_dot(self.g_retain, self.g_retain),
+                        sq_norm_forget=_dot(self.flat, self.flat), dot=_dot(self.g_retain, self.flat))
+        for name in ("loss_retain", "loss_forget", "sq_norm_retain", "sq_norm_forget", "dot"):
+            if not math.isfinite(getattr(s, name)):
+                raise Diverged(t, name)
+
+        w = self.rule.weights(s)
+        self.flat.mul_(-w.w_forget).add_(self.g_retain, alpha=w.w_retain)   # g = w_R g_R - w_F g_F
+        lr = self.optimizer.param_groups[0]["lr"]
+        row = dict(step=t, loss_retain=loss_r, loss_forget=loss_f, forget_objective=objective,
+                   norm_retain=math.sqrt(s.sq_norm_retain), norm_forget=math.sqrt(s.sq_norm_forget),
+                   dot=s.dot, w_retain=w.w_retain, w_forget=w.w_forget, c_t=w.c)
+        if self.autolr and self.autolr.due(t):
+            res = self.autolr.step(self.params, self.optimizer, lambda: self._retain_loss(rb, n_r),
+                                   loss_at_theta=loss_r if self.reuse_train_loss else None)
+            row.update(lr=res.lr_after, autolr_status=res.status, autolr_slope=res.slope,
+                       autolr_curvature=res.curvature, autolr_eta_star=res.eta_star)
+        else:
+            self.optimizer.step()
+            row.update(lr=lr)
+        row["wall_s"] = time.perf_counter() - self.started
+        return row
+
+    def state_dict(self) -> dict:
+        """Everything a resumed trial needs besides the step counter: model, optimizer and rule state."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rule": self.rule.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rule.load_state_dict(state["rule"])

@@ -1,0 +1,95 @@
+"""Models: offline tiny twins of the paper's five architectures, and real checkpoints by id or folder.
+
+A model is named in a grid file by one of:
+
+* ``tiny-gpt2``, ``tiny-phi``, ``tiny-falcon``, ``tiny-llama``, ``tiny-mistral``: built from a
+  transformers config with random weights (a few hundred thousand parameters), fully offline;
+* a Hugging Face id (``microsoft/phi-1_5``, ``tiiuae/falcon-rw-1b``, ``openai-community/gpt2-xl``,
+  ``meta-llama/Llama-2-7b-hf``, ``mistralai/Mistral-7B-v0.1``) or a local folder: loaded with
+  ``from_pretrained`` from safetensors only, ``trust_remote_code`` off unless the grid turns it on.
+
+Usage::
+
+    model = build_model("tiny-gpt2", vocab_size=len(tokenizer), seed=0)
+    model = build_model("microsoft/phi-1_5", dtype="bfloat16")          # where the hub is reachable
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import transformers
+
+# Shapes shared by all tiny twins: large enough to memorise a few hundred QA pairs in seconds on a CPU,
+# small enough that a step costs milliseconds. Dropout is 0 so train and eval forward passes agree
+# (AutoLR's probes can then reuse the training loss at theta).
+_TINY = dict(hidden=128, layers=2, heads=4, intermediate=256, positions=256)
+
+#: The paper's five models (Section 5.1) and the architecture of each one's tiny twin.
+PAPER_MODELS = {
+    "microsoft/phi-1_5": "tiny-phi",
+    "tiiuae/falcon-rw-1b": "tiny-falcon",
+    "openai-community/gpt2-xl": "tiny-gpt2",
+    "meta-llama/Llama-2-7b-hf": "tiny-llama",
+    "mistralai/Mistral-7B-v0.1": "tiny-mistral",
+}
+
+
+def _tiny_config(arch: str, vocab_size: int, pad_id: int, eos_id: int) -> transformers.PretrainedConfig:
+    h, n, a, i, p = (_TINY[k] for k in ("hidden", "layers", "heads", "intermediate", "positions"))
+    common = dict(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id)
+    if arch == "gpt2":
+        return transformers.GPT2Config(n_embd=h, n_layer=n, n_head=a, n_inner=i, n_positions=p,
+                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
+    if arch == "phi":
+        return transformers.PhiConfig(hidden_size=h, num_hidden_layers=n, num_attention_heads=a,
+                                      intermediate_size=i, max_position_embeddings=p, resid_pdrop=0.0,
+                                      embd_pdrop=0.0, attention_dropout=0.0, **common)
+    if arch == "falcon":
+        return transformers.FalconConfig(hidden_size=h, num_hidden_layers=n, num_attention_heads=a,
+                                         max_position_embeddings=p, hidden_dropout=0.0, attention_dropout=0.0,
+                                         new_decoder_architecture=False, multi_query=True, alibi=False,
+                                         parallel_attn=True, **common)
+    if arch in ("llama", "mistral"):
+        cls = transformers.LlamaConfig if arch == "llama" else transformers.MistralConfig
+        return cls(hidden_size=h, num_hidden_layers=n, num_attention_heads=a, num_key_value_heads=a,
+                   intermediate_size=i, max_position_embeddings=p, tie_word_embeddings=True, **common)
+    raise ValueError(f"unknown tiny architecture {arch!r}; allowed: gpt2, phi, falcon, llama, mistral")
+
+
+TINY_MODELS = tuple(f"tiny-{a}" for a in ("gpt2", "phi", "falcon", "llama", "mistral"))
+
+
+def is_tiny(name: str) -> bool:
+    return name in TINY_MODELS
+
+
+def model_problem(name: str) -> str | None:
+    """One sentence saying why ``name`` cannot be a model, or None when it can (no loading, no network)."""
+    if is_tiny(name) or os.path.isdir(name) or name in PAPER_MODELS:
+        return None
+    if "/" in name and not name.startswith((".", "/")) and name.count("/") == 1:
+        return None  # looks like a hub id; whether it exists is only known where the hub is reachable
+    return (f"model {name!r} is neither a tiny twin ({', '.join(TINY_MODELS)}), nor an existing local "
+            f"folder, nor a Hugging Face id of the form org/name")
+
+
+def build_model(name: str, *, vocab_size: int | None = None, pad_id: int = 0, eos_id: int = 1,
+                seed: int = 0, dtype: str = "float32", trust_remote_code: bool = False,
+                attn_implementation: str | None = None) -> transformers.PreTrainedModel:
+    """A causal LM: a tiny twin built from its config, or ``from_pretrained`` (safetensors only)."""
+    torch_dtype = getattr(torch, dtype)
+    if is_tiny(name):
+        if vocab_size is None:
+            raise ValueError(f"model {name!r} is built from a config and needs the tokenizer's vocab_size")
+        torch.manual_seed(seed)
+        config = _tiny_config(name.removeprefix("tiny-"), vocab_size, pad_id, eos_id)
+        return transformers.AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    kwargs = dict(dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    return transformers.AutoModelForCausalLM.from_pretrained(name, **kwargs)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,107 @@
+"""The one schema of everything a sweep writes, and the atomic Parquet writer.
+
+Layout under the storage root (a local folder or any pyarrow filesystem URI)::
+
+    <storage>/<run>/trials/<trial_id>/steps.parquet    one row per unlearning step (curves)
+    <storage>/<run>/trials/<trial_id>/summary.parquet  one row: the trial's config and final metrics
+    <storage>/<run>/trials/<trial_id>/_SUCCESS         written last; a trial without it is unfinished
+    <storage>/targets/<hash>/                           cached "No-unlearn" targets, shared by runs
+
+The No-unlearn target of each (model, data, recipe) also gets a trial folder (``method ==
+"no_unlearn"``, ``steps == 0``) so the analysis treats it as one more point on every plot.
+
+Run ``python -m sweeper.results`` to print the schema (the README's table is generated from it).
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+#: Per-step curve rows. Evaluation columns are null on steps without evaluation; AutoLR columns are
+#: null on steps without a probe.
+STEP_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("run", pa.string(), "run name (deterministic from the grid file)"),
+    ("trial_id", pa.string(), "trial id: method, lr mode, c and a config hash"),
+    ("step", pa.int64(), "unlearning step, starting at 1"),
+    ("loss_retain", pa.float64(), "L_R: mean token NLL on the retain batch (global over workers)"),
+    ("loss_forget", pa.float64(), "L_F: mean token NLL on the forget batch (global over workers)"),
+    ("forget_objective", pa.float64(), "the ascended forget objective (= L_F for NLL, -L_NPO for NPO)"),
+    ("norm_retain", pa.float64(), "||g_R|| over all trainable parameters"),
+    ("norm_forget", pa.float64(), "||g_F|| over all trainable parameters"),
+    ("dot", pa.float64(), "g_R . g_F"),
+    ("w_retain", pa.float64(), "weight of g_R in g = w_R g_R - w_F g_F"),
+    ("w_forget", pa.float64(), "weight of g_F"),
+    ("c_t", pa.float64(), "w_R / (w_R + w_F), the paper's c_t"),
+    ("lr", pa.float64(), "learning rate used for this step's update"),
+    ("autolr_status", pa.string(), "null, or accepted / rejected: <why> on AutoLR probe steps"),
+    ("autolr_slope", pa.float64(), "fitted dL_R/dx along the update direction at x = 0"),
+    ("autolr_curvature", pa.float64(), "fitted d2L_R/dx2 along the update direction"),
+    ("autolr_eta_star", pa.float64(), "the quadratic's minimiser before clipping and smoothing"),
+    ("rouge_forget", pa.float64(), "ROUGE-L recall of greedy answers on the forget eval subset"),
+    ("rouge_retain", pa.float64(), "ROUGE-L recall of greedy answers on the retain eval subset"),
+    ("wall_s", pa.float64(), "seconds since the trial's loop started"),
+]
+
+#: One row per trial (and one per No-unlearn target).
+SUMMARY_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("run", pa.string(), "run name"),
+    ("trial_id", pa.string(), "trial id"),
+    ("config_hash", pa.string(), "sha256 (16 hex) of the trial's full config"),
+    ("code_version", pa.string(), "package version and git commit of the code that ran"),
+    ("seed", pa.int64(), "the one seed that fixes data order, init and random draws"),
+    ("model", pa.string(), "model name from the grid file"),
+    ("dataset", pa.string(), "dataset name from the grid file"),
+    ("method", pa.string(), "combination rule (gdiff, ngdiff, ...) or no_unlearn"),
+    ("c", pa.float64(), "GDiff's static c, null for other methods"),
+    ("forget_loss", pa.string(), "forget objective: nll or npo"),
+    ("lr_mode", pa.string(), "static or autolr"),
+    ("lr", pa.float64(), "initial learning rate"),
+    ("final_lr", pa.float64(), "learning rate at the last step (differs from lr under AutoLR)"),
+    ("optimizer", pa.string(), "base optimizer: sgd, adam or adamw"),
+    ("steps", pa.int64(), "unlearning steps run"),
+    ("workers", pa.int64(), "Ray Train workers of the trial"),
+    ("params_json", pa.string(), "the method's parameters and the full trial config, as JSON"),
+    ("target_hash", pa.string(), "content hash of the No-unlearn target this trial started from"),
+    ("final_loss_retain", pa.float64(), "L_R on the retain eval subset after unlearning"),
+    ("final_loss_forget", pa.float64(), "L_F on the forget eval subset after unlearning"),
+    ("rouge_forget", pa.float64(), "ROUGE-L recall of greedy answers, forget eval subset"),
+    ("rouge_retain", pa.float64(), "ROUGE-L recall of greedy answers, retain eval subset"),
+    ("exact_forget", pa.float64(), "fraction of forget answers reproduced exactly"),
+    ("exact_retain", pa.float64(), "fraction of retain answers reproduced exactly"),
+    ("status", pa.string(), "ok, diverged or failed"),
+    ("diverged_step", pa.int64(), "first step with a non-finite loss or gradient, else null"),
+    ("error", pa.string(), "the error message of a failed trial, else null"),
+    ("wall_s", pa.float64(), "seconds the trial's loop took (evaluation included)"),
+]
+
+
+def schema(fields: list[tuple[str, pa.DataType, str]]) -> pa.Schema:
+    """The pyarrow schema of ``fields``; each column's description is kept as field metadata."""
+    return pa.schema([pa.field(n, t, metadata={"doc": d}) for n, t, d in fields])
+
+
+STEP_SCHEMA = schema(STEP_FIELDS)
+SUMMARY_SCHEMA = schema(SUMMARY_FIELDS)
+
+
+def to_table(rows: list[dict], table_schema: pa.Schema) -> pa.Table:
+    """Rows (dicts) as a table of ``table_schema``; missing keys become null, unknown keys are an error."""
+    names = set(table_schema.names)
+    for row in rows:
+        extra = set(row) - names
+        if extra:
+            raise ValueError(f"columns {sorted(extra)} are not in the results schema; add them to sweeper/results.py")
+    return pa.Table.from_pylist([{n: row.get(n) for n in table_schema.names} for row in rows], schema=table_schema)
+
+
+def markdown_table() -> str:
+    """The schema as Markdown, for the README."""
+    out = []
+    for title, fields in (("steps.parquet", STEP_FIELDS), ("summary.parquet", SUMMARY_FIELDS)):
+        out += [f"`{title}`", "", "| column | type | meaning |", "| --- | --- | --- |"]
+        out += [f"| `{n}` | {t} | {d} |" for n, t, d in fields]
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,36 @@
+"""Stage 1 of a sweep, for one target: fine-tune (or reuse) the No-unlearn model and write its row.
+
+The No-unlearn row is written into the run as one more trial folder (``method == "no_unlearn"``,
+``steps == 0``), evaluated with the run's own evaluation settings, so every plot and table shows the
+starting point beside the methods. Runs inside a Ray task; plain code, testable without Ray.
+"""
+from __future__ import annotations
+
+import json
+
+from sweeper.grid import TrialSpec
+from sweeper.storage import Storage
+from sweeper.targets import ensure_target, load_target
+from sweeper.trial import code_version, write_trial
+
+
+def baseline_id(spec: TrialSpec) -> str:
+    return f"{spec.model['name'].replace('/', '_')}_no_unlearn_{spec.data['name']}_{spec.target_hash[:8]}"
+
+
+def target_and_baseline(spec: TrialSpec, storage: Storage, log=print) -> None:
+    ensure_target(spec.model, spec.data, spec.target, storage, log)
+    base = f"{spec.run}/trials/{baseline_id(spec)}"
+    if storage.exists(f"{base}/_SUCCESS"):
+        return
+    from sweeper.trial import _evaluate
+    model, tokenizer, forget, retain, _ = load_target(storage, spec.target_hash)
+    scores = _evaluate(model, tokenizer, forget, retain, spec.eval)
+    log(f"No-unlearn {spec.model['name']}: ROUGE-L forget {scores['rouge_forget']:.3f} retain "
+        f"{scores['rouge_retain']:.3f}, exact forget {scores['exact_forget']:.2f} retain {scores['exact_retain']:.2f}")
+    row = dict(run=spec.run, trial_id=baseline_id(spec), config_hash=spec.target_hash, code_version=code_version(),
+               seed=spec.target["seed"], model=spec.model["name"], dataset=spec.data["name"], method="no_unlearn",
+               steps=0, workers=1, target_hash=spec.target_hash, status="ok", wall_s=0.0,
+               params_json=json.dumps({"model": spec.model, "data": spec.data, "target": spec.target}, sort_keys=True),
+               **scores)
+    write_trial(storage, spec.run, baseline_id(spec), [], row, finished=True)
