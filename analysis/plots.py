@@ -150,9 +150,14 @@ def _pareto_legend(df: pd.DataFrame, vocab_size) -> list:
 # ---------------------------------------------------------------- Figures 4-7
 
 
-def _need_config(steps: pd.DataFrame) -> None:
-    if "method" not in steps:
-        raise ValueError("the steps need the trials' config columns; pass RunData.curves(), not RunData.steps.")
+def _with_config(steps: pd.DataFrame, summaries: pd.DataFrame | None) -> pd.DataFrame:
+    """Steps carrying their trial's config: as given (``RunData.curves()``) or joined with ``summaries``."""
+    if "method" in steps:
+        return steps
+    if summaries is None:
+        raise ValueError("the steps need the trials' config columns; pass RunData.curves() or summaries=.")
+    config = summaries[["trial_dir", "model", "method", "c", "forget_loss", "lr_mode", "lr"]]
+    return steps.merge(config.rename(columns={"lr": "initial_lr"}), on="trial_dir", how="inner")
 
 
 def _curve_grid(steps: pd.DataFrame, label_col: str, title: str, out_path) -> list[Path]:
@@ -201,23 +206,29 @@ def _labelled(steps: pd.DataFrame) -> pd.DataFrame:
     return steps.merge(trials[cols], on="trial_dir", how="left")
 
 
-def plot_curves(steps: pd.DataFrame, out_path, by: str = "method", method: str | None = None) -> list[Path]:
+def plot_curves(steps: pd.DataFrame, out_path, by: str = "method", method: str | None = None,
+                summaries: pd.DataFrame | None = None) -> list[Path]:
     """Figure 4 (``by="method"``: one line per trial, labelled by method) or Figure 5 (``by="lr"``:
-    one method, default NGDiff, at each static lr and under AutoLR). ``steps`` is ``RunData.curves()``."""
-    _need_config(steps)
+    one method, default NGDiff, at each static lr and under AutoLR).
+
+    ``steps`` is ``RunData.curves()``, or ``RunData.steps`` together with ``summaries=``.
+    """
+    steps = _with_config(steps, summaries)
     if by == "method":
         df = _labelled(steps[steps["method"] != BASELINE])
         return _curve_grid(df, "column", "Unlearning curves per method", out_path)
     if by == "lr":
         method = method or _default_method(steps, "ngdiff")
         df = _labelled(steps[steps["method"] == method])
-        return _curve_grid(df, "lr_label", f"{df['label'].iloc[0] if len(df) else method}: static lr vs AutoLR", out_path)
+        name = df["label"].iloc[0] if len(df) else method
+        return _curve_grid(df, "lr_label", f"{name}: static lr vs AutoLR", out_path)
     raise ValueError(f"by is 'method' or 'lr', not {by!r}.")
 
 
-def plot_lr_sensitivity(steps: pd.DataFrame, out_path, method: str = "gdiff", c: float | None = 0.5) -> list[Path]:
+def plot_lr_sensitivity(steps: pd.DataFrame, out_path, method: str = "gdiff", c: float | None = 0.5,
+                        summaries: pd.DataFrame | None = None) -> list[Path]:
     """Figure 6: one method (default vanilla GDiff, c = 0.5) at several static learning rates."""
-    _need_config(steps)
+    steps = _with_config(steps, summaries)
     df = steps[(steps["method"] == method) & (steps["lr_mode"] != "autolr")]
     if method == "gdiff" and c is not None:
         df = df[np.isclose(pd.to_numeric(df["c"], errors="coerce"), c)]
@@ -227,9 +238,10 @@ def plot_lr_sensitivity(steps: pd.DataFrame, out_path, method: str = "gdiff", c:
     return _curve_grid(df, "lr_label", f"{df['label'].iloc[0]}: sensitivity to the learning rate", out_path)
 
 
-def plot_norms_lr(steps: pd.DataFrame, out_path, method: str | None = None) -> list[Path]:
+def plot_norms_lr(steps: pd.DataFrame, out_path, method: str | None = None,
+                  summaries: pd.DataFrame | None = None) -> list[Path]:
     """Figure 7: ||g_R||, ||g_F||, the learning rate, and the effective step sizes lr*w_R, lr*w_F."""
-    _need_config(steps)
+    steps = _with_config(steps, summaries)
     method = method or _default_method(steps, "ngdiff")
     df = _labelled(steps[steps["method"] == method])
     df = df.assign(lr_retain=df["lr"] * df.get("w_retain", np.nan), lr_forget=df["lr"] * df.get("w_forget", np.nan))

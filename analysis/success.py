@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-BASELINE = "no_unlearn"
+from analysis.load import BASELINE
+
 #: Paper metric -> (default column, arrow shown in tables). Verbmem is ROUGE-L recall on forget
 #: answers and Utility on retain answers, which is what the sweep measures today.
 METRICS = {
@@ -38,7 +39,7 @@ class SuccessCriteria:
     truth_ratio_rel_min: float = 0.7
     columns: dict = field(default_factory=lambda: {m: c for m, (c, _) in METRICS.items()})
 
-    def passes(self, metric: str, value, baseline) -> pd.Series | np.ndarray:
+    def passes(self, metric: str, value, baseline) -> pd.arrays.BooleanArray:
         """Vectorised test of ``value`` against the criterion of ``metric`` (NaN in -> NA out)."""
         value = np.asarray(value, dtype=float)
         baseline = np.broadcast_to(np.asarray(baseline, dtype=float), value.shape)

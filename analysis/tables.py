@@ -229,7 +229,7 @@ def _row_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
-def _reference_lookup(df: pd.DataFrame, tables: dict[str, list[str]]):
+def _reference_lookup(tables: dict[str, list[str]]):
     """A function (model, dataset, metric, label[, note]) -> (paper value, table) or None."""
     ref = paper_reference()
 
@@ -254,7 +254,7 @@ def paper_table(df: pd.DataFrame, metrics=None, fmt: str = "markdown",
     df = label_trials(_usable(df))
     metrics = _metric_list(df, metrics, criteria)
     columns = df.drop_duplicates("column").sort_values("order", kind="stable")["column"].tolist()
-    lookup = _reference_lookup(df, PAPER_TABLES) if reference else (lambda *a: None)
+    lookup = _reference_lookup(PAPER_TABLES) if reference else (lambda *a: None)
     rows, used_refs, seeds = [], set(), False
     for title, g in _row_groups(df):
         base = g[g["method"] == BASELINE]
@@ -317,11 +317,11 @@ def autolr_table(df: pd.DataFrame, metrics=None, fmt: str = "markdown",
     """
     df = label_trials(_usable(df))
     metrics = _metric_list(df, metrics, criteria)
-    lookup = _reference_lookup(df, {"TOFU": ["3"]}) if reference else (lambda *a: None)
+    lookup = _reference_lookup({"TOFU": ["3"]}) if reference else (lambda *a: None)
     rows, used_refs, seeds = [], set(), False
     for title, g in _row_groups(df):
         base = g[g["method"] == BASELINE]
-        base_means = {m: mean_interval(base[criteria.columns[m]])[0] for m in metrics}
+        where = (g["model"].iloc[0], g["dataset"].iloc[0] if "dataset" in g else None)
         first = True
         for label, m in sorted(g.groupby("label"), key=lambda kv: kv[1]["order"].min()):
             for lr_text, static, auto in _pairs(m):
@@ -329,12 +329,33 @@ def autolr_table(df: pd.DataFrame, metrics=None, fmt: str = "markdown",
                 first = False
                 for metric in metrics:
                     col = criteria.columns[metric]
-                    row.append(_arrow_cell(metric, col, static, auto, base_means[metric], criteria, digits,
-                                           lookup, label, m))
+                    base_mean = mean_interval(base[col])[0]
+                    sides = [_side(rows_, col, metric, label, base_mean, criteria, digits) for rows_ in (static, auto)]
+                    segs = [(sides[0][0], False)] if label == "No-unlearn" else [sides[0], (" → ", False), sides[1]]
+                    # The paper's Table 3 numbers for the same cell, as "(without → with)".
+                    if label == "No-unlearn":
+                        ref = lookup(*where, metric, label)
+                        segs += [(f" ({ref[0]:.{digits}f})", False)] if ref else []
+                    else:
+                        s, a = lookup(*where, metric, label, "without"), lookup(*where, metric, label, "with ")
+                        if s or a:
+                            segs.append((f" ({_num(s and s[0], digits)} → {_num(a and a[0], digits)})", False))
+                            ref = s or a
+                        else:
+                            ref = None
+                    used_refs |= {ref[1]} if ref else set()
                     seeds |= bool(static[col].notna().sum() > 1 or auto[col].notna().sum() > 1)
-                    used_refs |= {r for r in [_ref_table(lookup, m, metric, label)] if r}
+                    row.append(segs)
                 rows.append(row)
     return render(["Model", "Method", *metrics], rows, _caption(criteria, used_refs, seeds, arrow=True), fmt)
+
+
+def _side(rows: pd.DataFrame, col, metric, label, base_mean, criteria, digits) -> tuple[str, bool]:
+    """One side of "static → AutoLR": its text and whether it succeeds."""
+    if rows.empty:
+        return (DASH, False)
+    text, mean = _stat(rows[col], digits)
+    return (text, label != "No-unlearn" and _passes(criteria, metric, mean, base_mean))
 
 
 def _pairs(m: pd.DataFrame) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
@@ -346,32 +367,3 @@ def _pairs(m: pd.DataFrame) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
     if len(s_lrs) <= 1 and len(a_lrs) <= 1:
         return [("", static, auto)]
     return [(f" η={lr:g}", static[static["lr"] == lr], auto[auto["lr"] == lr]) for lr in sorted({*s_lrs, *a_lrs})]
-
-
-def _ref_table(lookup, m, metric, label):
-    ref = lookup(m["model"].iloc[0], m["dataset"].iloc[0], metric, label) if "dataset" in m else None
-    return ref[1] if ref else None
-
-
-def _arrow_cell(metric, col, static, auto, base_mean, criteria, digits, lookup, label, m) -> list:
-    """Segments of "static → autolr" with each side bold when it succeeds."""
-    def side(rows):
-        if rows.empty:
-            return (DASH, False)
-        text, mean = _stat(rows[col], digits)
-        return (text, label != "No-unlearn" and _passes(criteria, metric, mean, base_mean))
-    if label == "No-unlearn":
-        segs = [(side(static)[0], False)]
-    else:
-        segs = [side(static), (" → ", False), side(auto)]
-    if "dataset" in m:
-        if label == "No-unlearn":
-            ref = lookup(m["model"].iloc[0], m["dataset"].iloc[0], metric, label)
-            if ref:
-                segs.append((f" ({ref[0]:.{digits}f})", False))
-        else:
-            s = lookup(m["model"].iloc[0], m["dataset"].iloc[0], metric, label, "without")
-            a = lookup(m["model"].iloc[0], m["dataset"].iloc[0], metric, label, "with ")
-            if s or a:
-                segs.append((f" ({_num(s[0] if s else None, digits)} → {_num(a[0] if a else None, digits)})", False))
-    return segs

@@ -45,15 +45,22 @@ class AutoLRConfig:
     max_lr: float = math.inf
 
     def problems(self) -> list[str]:
+        def number(v) -> bool:  # a real number (bool is not one; nan fails every comparison below)
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
         out = []
-        if not (isinstance(self.every, int) and self.every >= 1):
+        if not (isinstance(self.every, int) and not isinstance(self.every, bool) and self.every >= 1):
             out.append(f"autolr.every = {self.every!r} must be an integer >= 1")
-        if not self.probe_scale > 0:
-            out.append(f"autolr.probe_scale = {self.probe_scale!r} must be > 0")
-        if not (0 < self.clip_low <= 1 <= self.clip_high):
-            out.append(f"autolr clip [{self.clip_low}, {self.clip_high}] must satisfy 0 < clip_low <= 1 <= clip_high")
-        if not (0 <= self.smoothing < 1):
-            out.append(f"autolr.smoothing = {self.smoothing!r} must be in [0, 1)")
+        if not (number(self.probe_scale) and self.probe_scale > 0):
+            out.append(f"autolr.probe_scale = {self.probe_scale!r} must be a number > 0")
+        if not (number(self.clip_low) and number(self.clip_high) and 0 < self.clip_low <= 1 <= self.clip_high):
+            out.append(f"autolr clip [{self.clip_low!r}, {self.clip_high!r}] must be numbers with "
+                       f"0 < clip_low <= 1 <= clip_high")
+        if not (number(self.smoothing) and 0 <= self.smoothing < 1):
+            out.append(f"autolr.smoothing = {self.smoothing!r} must be a number in [0, 1)")
+        if not (number(self.min_lr) and number(self.max_lr) and 0 <= self.min_lr < self.max_lr):
+            out.append(f"autolr min_lr = {self.min_lr!r}, max_lr = {self.max_lr!r} must be numbers with "
+                       f"0 <= min_lr < max_lr")
         return out
 
 

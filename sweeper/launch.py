@@ -46,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-concurrent", type=int, default=None, help="cap on concurrent trials (default: what the cluster fits)")
     p.add_argument("--dry-run", action="store_true", help="print trials, resources and concurrency, then stop")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (the same command without it does too)")
+    p.add_argument("--verbose", action="store_true", help="show every Ray worker's log lines (noisy)")
     p.add_argument("--no-report", action="store_true", help="do not write the analysis report at the end")
     return p.parse_args(argv)
 
@@ -116,8 +117,9 @@ def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, tr
     from sweeper.trial import run_trial
 
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, trial_resources),
-        param_space={"spec": tune.grid_search([s.to_dict() for s in specs]), "storage": storage.uri},
+        tune.with_resources(tune.with_parameters(run_trial, specs={s.trial_id: s.to_dict() for s in specs}),
+                            trial_resources),
+        param_space={"trial": tune.grid_search([s.trial_id for s in specs]), "storage": storage.uri},
         tune_config=tune.TuneConfig(max_concurrent_trials=conc),
         run_config=tune.RunConfig(name="tune", storage_path=storage.url(run),
                                   failure_config=tune.FailureConfig(max_failures=0), verbose=1))
@@ -146,10 +148,10 @@ def main(argv=None) -> int:
     start = time.time()
     env = {"env_vars": {k: os.environ[k] for k in QUIET_ENV}}
     if args.address:
-        ray.init(address=args.address, runtime_env=env)
+        ray.init(address=args.address, runtime_env=env, log_to_driver=args.verbose)
     else:
         ray.init(num_cpus=args.num_cpus or os.cpu_count(), resources={TRIAL_SLOT: 10_000}, runtime_env=env,
-                 include_dashboard=False)
+                 include_dashboard=False, log_to_driver=args.verbose)
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
     # On a cluster started without the custom resource, each trial's own process takes 1 CPU instead.

@@ -140,14 +140,19 @@ def _report(spec: TrialSpec, unlearner, rows: list[dict], step: int, elapsed: fl
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
-def run_trial(config: dict) -> None:
-    """Tune function trainable: one trial as a Ray Train job; a failure is recorded, never lost."""
+def run_trial(config: dict, specs: dict | None = None) -> None:
+    """Tune function trainable: one trial as a Ray Train job; a failure is recorded, never lost.
+
+    ``config`` holds ``trial`` (a trial id, shown in Tune's table) and ``storage``; ``specs`` maps trial
+    ids to spec dicts (bound with ``tune.with_parameters``), or ``config["spec"]`` holds the spec itself.
+    """
     import ray.train
     import ray.tune
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    spec, storage = TrialSpec.from_dict(config["spec"]), Storage(config["storage"])
+    spec = TrialSpec.from_dict(specs[config["trial"]] if specs else config["spec"])
+    storage = Storage(config["storage"])
     base = trial_dir(spec)
     if not storage.exists(f"{base}/_SUCCESS"):
         gpus = spec.model["gpus_per_worker"]

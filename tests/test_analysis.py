@@ -283,3 +283,16 @@ def test_analysis_imports_neither_torch_nor_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_plots_take_raw_steps_with_summaries_and_several_models(run_dir: Path, tmp_path: Path):
+    from analysis import plots
+    data = load_run(str(run_dir))
+    two = pd.concat([data.summaries, data.summaries.assign(model="tiny-gpt2")], ignore_index=True)
+    assert [p.suffix for p in plots.plot_pareto(two, tmp_path / "two.png")] == [".png", ".svg"]
+    with pytest.raises(ValueError, match="config columns"):
+        plots.plot_curves(data.steps, tmp_path / "c.png")
+    assert plots.plot_curves(data.steps, tmp_path / "c.png", by="lr", summaries=data.summaries)
+    assert plots.plot_lr_sensitivity(data.curves(), tmp_path / "s.png", method="lossnorm") == [tmp_path / "s.png",
+                                                                                               tmp_path / "s.svg"]
+    assert plots.plot_lr_sensitivity(data.curves(), tmp_path / "none.png", method="pcgrad") == []

@@ -1,0 +1,72 @@
+"""End to end on a real local Ray: the smoke grid (8 trials + the No-unlearn row), the report, and a
+second launch that reuses the cached target and re-runs no finished trial.
+
+Slow (a few minutes on 2 CPUs): ``pytest -m slow``; skipped by ``-m "not slow"``.
+"""
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def launch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sweeper.launch", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("runs")
+    result = launch("--grid", "smoke", "--storage", str(storage))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return storage, result
+
+
+def summaries(run_dir):
+    trials = os.path.join(run_dir, "trials")
+    return {t: pq.read_table(os.path.join(trials, t, "summary.parquet")).to_pylist()[0] for t in os.listdir(trials)}
+
+
+def test_smoke_grid_yields_eight_ok_trials_and_a_baseline(smoke_run):
+    storage, result = smoke_run
+    rows = summaries(storage / "smoke")
+    methods = sorted(r["method"] for r in rows.values())
+    assert methods == ["gdiff"] * 6 + ["ngdiff"] * 2 + ["no_unlearn"]
+    assert all(r["status"] == "ok" for r in rows.values())
+    trials = [r for r in rows.values() if r["method"] != "no_unlearn"]
+    assert sorted({r["c"] for r in trials if r["method"] == "gdiff"}) == [0.1, 0.5, 0.9]
+    assert sorted(r["lr_mode"] for r in trials) == ["autolr"] * 4 + ["static"] * 4
+    for r in trials:
+        assert r["steps"] == 30 and 0 <= r["rouge_forget"] <= 1 and 0 <= r["rouge_retain"] <= 1
+        steps = pq.read_table(storage / "smoke" / "trials" / r["trial_id"] / "steps.parquet").to_pandas()
+        assert steps["step"].tolist() == list(range(1, 31))
+        assert (storage / "smoke" / "trials" / r["trial_id"] / "_SUCCESS").exists()
+        if r["lr_mode"] == "autolr":
+            assert steps["autolr_status"].notna().sum() == 3  # probes at steps 10, 20, 30
+    # Unlearning did something: every trial's forget loss rose above the target's.
+    base = next(r for r in rows.values() if r["method"] == "no_unlearn")
+    assert all(r["final_loss_forget"] > base["final_loss_forget"] for r in trials)
+
+
+def test_report_writes_front_and_summary(smoke_run):
+    storage, result = smoke_run
+    report = storage / "smoke" / "report"
+    assert (report / "pareto.png").stat().st_size > 10_000
+    assert "ngdiff" in (report / "summary.md").read_text()
+    assert str(report) in result.stdout  # the launcher says where the report is
+
+
+def test_second_launch_reuses_target_and_runs_nothing_again(smoke_run):
+    storage, _ = smoke_run
+    trial_files = sorted((storage / "smoke" / "trials").glob("*/steps.parquet"))
+    before = {p: p.stat().st_mtime_ns for p in trial_files}
+    again = launch("--grid", "smoke", "--storage", str(storage), "--no-report")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "cached, reused" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in trial_files} == before
+    assert len(summaries(storage / "smoke")) == 9
