@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from sweeper.autolr import AutoLRConfig
+from sweeper.data.synthetic import FEMALE_FIRST, LAST, MALE_FIRST, MAX_QA_PER_AUTHOR
 from sweeper.loop import OPTIMIZERS
 from sweeper.methods import import_plugins, validate_rule_params
 from sweeper.models import model_problem
@@ -68,6 +69,8 @@ MODEL_DEFAULTS = {"workers": 1, "strategy": "ddp", "cpus_per_worker": 1, "gpus_p
                   "dtype": "float32", "trust_remote_code": False}
 DATA_DEFAULTS = {"kind": "tofu", "source": "builtin", "n_authors": 20, "qa_per_author": 10,
                  "forget_split": "forget10", "seed": 0}
+#: The most authors the built-in generator can invent (unique first/last name pairs).
+MAX_AUTHORS = (len(FEMALE_FIRST) + len(MALE_FIRST)) * len(LAST)
 
 
 class GridError(ValueError):
@@ -189,6 +192,8 @@ def load_grid(path: str | Path, _seen: tuple = ()) -> dict:
         inc_path = (path.parent / inc).resolve()
         if inc_path in _seen:
             raise GridError([f"{path}: include {inc!r} is circular"])
+        if not inc_path.is_file():
+            raise GridError([f"{path}: include {inc!r}: no file {inc_path}"])
         part = load_grid(inc_path, _seen + (path.resolve(),))
         part_methods = merged.get("methods", []) + part.get("methods", [])
         merged = _merge(merged, part)
@@ -220,8 +225,22 @@ def _positive(where: str, key: str, value, integer: bool = False) -> list[str]:
     return []
 
 
+def _non_negative_int(where: str, key: str, value) -> list[str]:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return [f"{where}: {key} = {value!r} must be a non-negative integer"]
+    return []
+
+
+def _non_empty(where: str, key: str, value) -> list[str]:
+    if isinstance(value, list) and not value:
+        return [f"{where}: {key} is an empty list; it must list at least one value"]
+    return []
+
+
 def _check_sections(f: str, doc: dict) -> list[str]:
-    problems = _unknown_keys(f, {k: v for k, v in doc.items() if not k.startswith("_")}, TOP_KEYS)
+    problems = _unknown_keys(f, {k: v for k, v in doc.items() if not str(k).startswith("_")}, TOP_KEYS)
+    if not isinstance(doc.get("name"), str) or not doc["name"] or "/" in doc["name"]:
+        problems.append(f"{f}: name = {doc.get('name')!r} must be a non-empty string without '/' (it names the run)")
     for key in ("data", "models", "methods"):
         if not doc.get(key):
             problems.append(f"{f}: key {key!r} is missing or empty; it must list at least one entry")
@@ -254,6 +273,8 @@ def _check_models(f: str, models: list[dict]) -> list[str]:
             problems.append(f"{where}: cpus_per_worker = {spec['cpus_per_worker']!r} must be a number >= 0")
         if not isinstance(spec["gpus_per_worker"], (int, float)) or spec["gpus_per_worker"] < 0:
             problems.append(f"{where}: gpus_per_worker = {spec['gpus_per_worker']!r} must be a number >= 0")
+        if not isinstance(spec["trust_remote_code"], bool):
+            problems.append(f"{where}: trust_remote_code = {spec['trust_remote_code']!r} must be true or false")
     return problems
 
 
@@ -272,8 +293,12 @@ def _check_data(f: str, data: list[dict]) -> list[str]:
             problems.append(f"{where}: source = {src!r} is neither 'builtin', an existing folder, nor a Hugging Face id org/name")
         if spec["forget_split"] not in ("forget01", "forget05", "forget10"):
             problems.append(f"{where}: forget_split = {spec['forget_split']!r} is not allowed; allowed: forget01, forget05, forget10")
-        for key in ("n_authors", "qa_per_author"):
-            problems += _positive(where, key, spec[key], integer=True)
+        for key, most in (("n_authors", MAX_AUTHORS), ("qa_per_author", MAX_QA_PER_AUTHOR)):
+            bad = _positive(where, key, spec[key], integer=True)
+            if not bad and src == "builtin" and spec[key] > most:
+                bad = [f"{where}: {key} = {spec[key]!r} is more than the built-in generator has; allowed: 1..{most}"]
+            problems += bad
+        problems += _non_negative_int(where, "seed", spec["seed"])
     return problems
 
 
@@ -283,6 +308,12 @@ def _check_methods(f: str, methods: list[dict]) -> list[str]:
         where = f"{f}: methods[{i}]"
         if "method" not in entry:
             problems.append(f"{where}: key 'method' is missing")
+            continue
+        bad = [f"{where}: {key} = {entry[key]!r} must be one name; write one methods entry per {key}"
+               for key in ("method", "forget_loss") if key in entry and not isinstance(entry[key], str)]
+        bad += [p for key, value in entry.items() if key != "method" for p in _non_empty(where, key, value)]
+        if bad:
+            problems += bad
             continue
         for rule, fl, rule_params, fl_params, _ in _method_variants(entry):
             if (why := objective_problem(fl, fl_params)):
@@ -297,18 +328,27 @@ def _check_run_settings(f: str, doc: dict) -> list[str]:
     problems += _unknown_keys(f"{f}: target", t, TARGET_KEYS)
     problems += _unknown_keys(f"{f}: unlearn", u, UNLEARN_KEYS)
     problems += _unknown_keys(f"{f}: eval", e, EVAL_KEYS)
+    problems += _non_empty(f"{f}: unlearn", "lr", u["lr"])
     for lr in _as_list(u["lr"]):
         problems += _positive(f"{f}: unlearn", "lr", lr)
+    wd = u["weight_decay"]
+    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not wd >= 0:
+        problems.append(f"{f}: unlearn: weight_decay = {wd!r} must be a number >= 0")
     problems += _positive(f"{f}: target", "lr", t["lr"])
     for where, d, key in ((f"{f}: unlearn", u, "steps"), (f"{f}: unlearn", u, "batch_size"),
                           (f"{f}: target", t, "batch_size"), (f"{f}: target", t, "max_epochs"),
-                          (f"{f}: eval", e, "max_questions"), (f"{f}: eval", e, "max_new_tokens")):
+                          (f"{f}: target", t, "check_every"), (f"{f}: eval", e, "max_questions"),
+                          (f"{f}: eval", e, "max_new_tokens"), (f"{f}: eval", e, "batch_size")):
         problems += _positive(where, key, d[key], integer=True)
+    problems += _non_negative_int(f"{f}: eval", "every", e["every"])   # 0: evaluate only at the end
+    problems += _non_negative_int(f"{f}: target", "seed", t["seed"])
+    problems += _non_negative_int(f, "max_failures", doc["max_failures"])
     for where, d in ((f"{f}: unlearn", u), (f"{f}: target", t)):
         if d["optimizer"] not in OPTIMIZERS:
             problems.append(f"{where}: optimizer = {d['optimizer']!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
     if not (isinstance(t["exact_match_gate"], (int, float)) and 0 <= t["exact_match_gate"] <= 1):
         problems.append(f"{f}: target: exact_match_gate = {t['exact_match_gate']!r} must be in [0, 1]")
+    problems += _non_empty(f, "lr_modes", doc["lr_modes"])
     for mode in _as_list(doc["lr_modes"]):
         if mode not in LR_MODES:
             problems.append(f"{f}: lr_modes: {mode!r} is not allowed; allowed: {', '.join(LR_MODES)}")
@@ -319,6 +359,7 @@ def _check_run_settings(f: str, doc: dict) -> list[str]:
         problems += _unknown_keys(f"{f}: unlearn.autolr", u["autolr"], allowed)
         if not set(u["autolr"]) - allowed:
             problems += [f"{f}: unlearn.{p}" for p in AutoLRConfig(**u["autolr"]).problems()]
+    problems += _non_empty(f, "seeds", doc["seeds"])
     for seed in _as_list(doc["seeds"]):
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             problems.append(f"{f}: seeds: {seed!r} must be a non-negative integer")
@@ -336,10 +377,14 @@ def validate(doc: dict) -> list[str]:
     """All problems of a loaded grid (empty when it is valid). Imports the grid's plugins first."""
     f = doc.get("_file", "<grid>")
     problems = []
-    try:
-        import_plugins(_as_list(doc.get("plugins") or []))
-    except ValueError as e:
-        problems.append(f"{f}: plugins: {e}")
+    plugins = _as_list(doc.get("plugins") or [])
+    if not all(isinstance(m, str) for m in plugins):
+        problems.append(f"{f}: plugins = {doc['plugins']!r} must be a list of module names (strings)")
+    else:
+        try:
+            import_plugins(plugins)
+        except ValueError as e:
+            problems.append(f"{f}: plugins: {e}")
     problems += _check_sections(f, doc)
     if problems:
         return problems

@@ -46,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-concurrent", type=int, default=None, help="cap on concurrent trials (default: what the cluster fits)")
     p.add_argument("--dry-run", action="store_true", help="print trials, resources and concurrency, then stop")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (the same command without it does too)")
+    p.add_argument("--retry-failed", action="store_true", help="run trials recorded as failed again")
     p.add_argument("--verbose", action="store_true", help="show every Ray worker's log lines (noisy)")
     p.add_argument("--no-report", action="store_true", help="do not write the analysis report at the end")
     return p.parse_args(argv)
@@ -111,7 +112,8 @@ def build_targets(specs: list[TrialSpec], storage: Storage) -> None:
         print("\n".join(logs), flush=True)
 
 
-def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, trial_resources: dict):
+def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, trial_resources: dict,
+               retry_failed: bool = False):
     from ray import tune
 
     from sweeper.trial import run_trial
@@ -119,7 +121,8 @@ def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, tr
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(run_trial, specs={s.trial_id: s.to_dict() for s in specs}),
                             trial_resources),
-        param_space={"trial": tune.grid_search([s.trial_id for s in specs]), "storage": storage.uri},
+        param_space={"trial": tune.grid_search([s.trial_id for s in specs]), "storage": storage.uri,
+                     "retry_failed": retry_failed},
         tune_config=tune.TuneConfig(max_concurrent_trials=conc),
         run_config=tune.RunConfig(name="tune", storage_path=storage.url(run),
                                   failure_config=tune.FailureConfig(max_failures=0), verbose=1))
@@ -167,7 +170,7 @@ def main(argv=None) -> int:
     print(f"stage 1: No-unlearn targets under {storage.url('targets')}", flush=True)
     build_targets(specs, storage)
     print(f"stage 2: {len(specs)} trials, {conc} at a time", flush=True)
-    run_trials(specs, storage, run, conc, trial_resources)
+    run_trials(specs, storage, run, conc, trial_resources, retry_failed=args.retry_failed)
 
     from analysis.load import load_run
     data = load_run(storage.url(run))

@@ -19,7 +19,7 @@ def baseline_id(spec: TrialSpec) -> str:
 
 
 def target_and_baseline(spec: TrialSpec, storage: Storage, log=print) -> None:
-    ensure_target(spec.model, spec.data, spec.target, storage, log)
+    target = ensure_target(spec.model, spec.data, spec.target, storage, log)
     base = f"{spec.run}/trials/{baseline_id(spec)}"
     if storage.exists(f"{base}/_SUCCESS"):
         return
@@ -31,6 +31,7 @@ def target_and_baseline(spec: TrialSpec, storage: Storage, log=print) -> None:
     row = dict(run=spec.run, trial_id=baseline_id(spec), config_hash=spec.target_hash, code_version=code_version(),
                seed=spec.target["seed"], model=spec.model["name"], dataset=spec.data["name"], method="no_unlearn",
                steps=0, workers=1, target_hash=spec.target_hash, status="ok", wall_s=0.0,
-               params_json=json.dumps({"model": spec.model, "data": spec.data, "target": spec.target}, sort_keys=True),
+               params_json=json.dumps({"model": spec.model, "data": spec.data, "target": spec.target,
+                                       "vocab_size": target["vocab_size"]}, sort_keys=True),
                **scores)
     write_trial(storage, spec.run, baseline_id(spec), [], row, finished=True)

@@ -140,6 +140,10 @@ def _report(spec: TrialSpec, unlearner, rows: list[dict], step: int, elapsed: fl
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
+def _status(storage: Storage, base: str) -> str:
+    return storage.read_table(f"{base}/summary.parquet").column("status")[0].as_py()
+
+
 def run_trial(config: dict, specs: dict | None = None) -> None:
     """Tune function trainable: one trial as a Ray Train job; a failure is recorded, never lost.
 
@@ -154,7 +158,7 @@ def run_trial(config: dict, specs: dict | None = None) -> None:
     spec = TrialSpec.from_dict(specs[config["trial"]] if specs else config["spec"])
     storage = Storage(config["storage"])
     base = trial_dir(spec)
-    if not storage.exists(f"{base}/_SUCCESS"):
+    if not storage.exists(f"{base}/_SUCCESS") or (config.get("retry_failed") and _status(storage, base) == "failed"):
         gpus = spec.model["gpus_per_worker"]
         resources = {"CPU": spec.model["cpus_per_worker"], **({"GPU": gpus} if gpus else {})}
         trainer = TorchTrainer(
@@ -170,8 +174,9 @@ def run_trial(config: dict, specs: dict | None = None) -> None:
             trainer.fit()
         except Exception as e:  # noqa: BLE001 -- recorded as a failed trial; the sweep goes on
             message = f"{type(e).__name__}: {e}".strip()[:4000]
+            # A failed trial is finished too (its summary says why); --retry-failed runs it again.
             write_trial(storage, spec.run, spec.trial_id, [], summary_row(spec, steps=0, status="failed", error=message,
-                                                       wall_s=None), finished=False)
+                                                                          wall_s=None), finished=True)
             traceback.print_exc()
     summary = storage.read_table(f"{base}/summary.parquet").to_pylist()[0]
     ray.tune.report({k: summary[k] for k in ("status", "final_loss_retain", "final_loss_forget", "rouge_forget",
