@@ -90,7 +90,7 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     from sweeper.distributed import TorchDistComm
     from datetime import timedelta
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=60))
+                            timeout=timedelta(seconds=120))
     try:
         data = setup()
         comm = TorchDistComm()
@@ -101,6 +101,3 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     finally:
         dist.destroy_process_group()
 
-
-def finite(x) -> bool:
-    return not isinstance(x, float) or math.isfinite(x)
