@@ -42,7 +42,7 @@ from sweeper.objectives import get_objective, objective_problem
 
 SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
-TOP_KEYS = {"name", "include", "plugins", "seeds", "data", "models", "target", "methods", "lr_modes",
+TOP_KEYS = {"name", "include", "parts", "plugins", "seeds", "data", "models", "target", "methods", "lr_modes",
             "unlearn", "eval", "max_failures", "description"}
 DATA_KEYS = {"name", "kind", "source", "n_authors", "qa_per_author", "forget_split", "seed"}
 MODEL_KEYS = {"name", "workers", "strategy", "cpus_per_worker", "gpus_per_worker", "dtype", "trust_remote_code"}
@@ -265,8 +265,8 @@ def _check_models(f: str, models: list[dict]) -> list[str]:
         problems += _positive(where, "workers", spec["workers"], integer=True)
         if spec["strategy"] not in STRATEGIES:
             problems.append(f"{where}: strategy = {spec['strategy']!r} is not allowed; allowed: {', '.join(STRATEGIES)}")
-        if spec["strategy"] == "fsdp" and not spec["gpus_per_worker"]:
-            problems.append(f"{where}: strategy 'fsdp' needs gpus_per_worker > 0 (FSDP runs on GPUs; use ddp on CPUs)")
+        if spec["strategy"] == "fsdp":  # the GPU path of issue 5; refuse rather than silently run DDP
+            problems.append(f"{where}: strategy 'fsdp' is not implemented yet; use ddp (every worker holds the whole model)")
         if spec["dtype"] not in DTYPES:
             problems.append(f"{where}: dtype = {spec['dtype']!r} is not allowed; allowed: {', '.join(DTYPES)}")
         if not isinstance(spec["cpus_per_worker"], (int, float)) or spec["cpus_per_worker"] < 0:
@@ -442,3 +442,23 @@ def expand(doc: dict, run: str | None = None) -> list[TrialSpec]:
     if dupes:
         raise GridError([f"{doc['_file']}: the grid expands to duplicate trials {dupes}; remove the repeated entries"])
     return specs
+
+
+def expand_grid(grid: str, run: str | None = None) -> list[TrialSpec]:
+    """Trial specs of a grid name or path. A grid with ``parts: [a.yaml, b.yaml]`` (paths relative to it)
+    is the union of its parts, each expanded on its own (one per table or figure of the paper) under
+    one run name; a trial shared by two parts runs once."""
+    path = resolve_grid_path(grid)
+    doc = load_grid(path)
+    if "parts" not in doc:
+        return expand(doc, run=run)
+    specs, problems = {}, []
+    for part in _as_list(doc["parts"]):
+        try:
+            for spec in expand(load_grid(path.parent / part), run=run or doc["name"]):
+                specs.setdefault(spec.trial_id, spec)
+        except GridError as e:
+            problems += e.problems
+    if problems:
+        raise GridError(problems)
+    return list(specs.values())

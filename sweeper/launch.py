@@ -19,7 +19,7 @@ import sys
 import time
 from collections import Counter
 
-from sweeper.grid import GridError, TrialSpec, expand, load_grid, resolve_grid_path
+from sweeper.grid import GridError, TrialSpec, expand_grid
 from sweeper.storage import Storage
 
 #: A custom resource held by each Tune trial's own process, so that it takes no CPU from its workers
@@ -132,7 +132,7 @@ def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, tr
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        specs = expand(load_grid(resolve_grid_path(args.grid)), run=args.run)
+        specs = expand_grid(args.grid, run=args.run)
     except GridError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
