@@ -44,11 +44,10 @@ SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
 TOP_KEYS = {"name", "include", "parts", "plugins", "seeds", "data", "models", "target", "methods", "lr_modes",
             "unlearn", "eval", "max_failures", "description"}
-DATA_KEYS = {"name", "kind", "source", "n_authors", "qa_per_author", "forget_split", "seed"}
 MODEL_KEYS = {"name", "workers", "strategy", "cpus_per_worker", "gpus_per_worker", "dtype", "trust_remote_code"}
 TARGET_KEYS = {"optimizer", "lr", "batch_size", "max_epochs", "exact_match_gate", "check_every", "seed"}
 UNLEARN_KEYS = {"optimizer", "lr", "steps", "batch_size", "weight_decay", "autolr"}
-EVAL_KEYS = {"max_questions", "max_new_tokens", "every", "batch_size"}
+EVAL_KEYS = {"max_questions", "max_new_tokens", "every", "batch_size", "retrained_reference"}
 LR_MODES = ("static", "autolr")
 STRATEGIES = ("ddp", "fsdp")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -61,14 +60,13 @@ DEFAULTS = {
                "exact_match_gate": 0.9, "check_every": 10, "seed": 0},
     "unlearn": {"optimizer": "adam", "lr": [1e-3], "steps": 30, "batch_size": 8, "weight_decay": 0.0,
                 "autolr": {}},
-    "eval": {"max_questions": 20, "max_new_tokens": 24, "every": 10, "batch_size": 32},
+    "eval": {"max_questions": 20, "max_new_tokens": 24, "every": 10, "batch_size": 32,
+             "retrained_reference": False},
     "lr_modes": ["static"],
     "max_failures": 1,
 }
 MODEL_DEFAULTS = {"workers": 1, "strategy": "ddp", "cpus_per_worker": 1, "gpus_per_worker": 0,
                   "dtype": "float32", "trust_remote_code": False}
-DATA_DEFAULTS = {"kind": "tofu", "source": "builtin", "n_authors": 20, "qa_per_author": 10,
-                 "forget_split": "forget10", "seed": 0}
 #: The most authors the built-in generator can invent (unique first/last name pairs).
 MAX_AUTHORS = (len(FEMALE_FIRST) + len(MALE_FIRST)) * len(LAST)
 
@@ -133,9 +131,12 @@ class TrialSpec:
         return self.method_params.get("c") if self.method == "gdiff" else None
 
 
-def target_hash(model: dict, data: dict, recipe: dict) -> str:
-    """Content hash of what determines a No-unlearn target: the model, the data and the fine-tune recipe."""
+def target_hash(model: dict, data: dict, recipe: dict, variant: str = "full") -> str:
+    """Content hash of what determines a target: the model, the data, the fine-tune recipe and whether
+    it is the No-unlearn model (``full``) or the retrained reference (``retain_only``)."""
     key = {"model": {k: model[k] for k in ("name", "dtype", "trust_remote_code")}, "data": data, "recipe": recipe}
+    if variant != "full":
+        key["variant"] = variant
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -278,27 +279,41 @@ def _check_models(f: str, models: list[dict]) -> list[str]:
     return problems
 
 
+def data_spec(d: dict) -> dict:
+    """A data entry with its task's defaults filled in (the task is ``kind``, tofu by default)."""
+    from sweeper.tasks import get_task
+    kind = d.get("kind", "tofu")
+    return {"kind": kind, **get_task(kind).data_defaults, **d}
+
+
 def _check_data(f: str, data: list[dict]) -> list[str]:
+    from sweeper.tasks import get_task, known_tasks
     problems = []
     for i, d in enumerate(data):
         where = f"{f}: data[{i}]"
-        problems += _unknown_keys(where, d, DATA_KEYS)
-        spec = {**DATA_DEFAULTS, **d}
         if "name" not in d:
             problems.append(f"{where}: key 'name' is missing")
-        if spec["kind"] != "tofu":
-            problems.append(f"{where}: kind = {spec['kind']!r} is not allowed; allowed: tofu")
-        src = str(spec["source"])
+        kind = d.get("kind", "tofu")
+        if kind not in known_tasks():
+            close = difflib.get_close_matches(str(kind), known_tasks(), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{where}: kind = {kind!r} is not allowed; allowed: {', '.join(known_tasks())}{hint}")
+            continue
+        task = get_task(kind)
+        problems += _unknown_keys(where, d, {"name", "kind", *task.data_defaults})
+        spec = data_spec(d)
+        src = str(spec.get("source", "builtin"))
         if src != "builtin" and not os.path.isdir(src) and src.count("/") != 1:
             problems.append(f"{where}: source = {src!r} is neither 'builtin', an existing folder, nor a Hugging Face id org/name")
-        if spec["forget_split"] not in ("forget01", "forget05", "forget10"):
-            problems.append(f"{where}: forget_split = {spec['forget_split']!r} is not allowed; allowed: forget01, forget05, forget10")
-        for key, most in (("n_authors", MAX_AUTHORS), ("qa_per_author", MAX_QA_PER_AUTHOR)):
-            bad = _positive(where, key, spec[key], integer=True)
-            if not bad and src == "builtin" and spec[key] > most:
-                bad = [f"{where}: {key} = {spec[key]!r} is more than the built-in generator has; allowed: 1..{most}"]
-            problems += bad
-        problems += _non_negative_int(where, "seed", spec["seed"])
+        if kind == "tofu":
+            for key, most in (("n_authors", MAX_AUTHORS), ("qa_per_author", MAX_QA_PER_AUTHOR)):
+                bad = _positive(where, key, spec[key], integer=True)
+                if not bad and src == "builtin" and spec[key] > most:
+                    bad = [f"{where}: {key} = {spec[key]!r} is more than the built-in generator has; allowed: 1..{most}"]
+                problems += bad
+        if "seed" in spec:
+            problems += _non_negative_int(where, "seed", spec["seed"])
+        problems += task.problems(spec, where)
     return problems
 
 
@@ -431,7 +446,7 @@ def expand(doc: dict, run: str | None = None) -> list[TrialSpec]:
             _as_list(doc["seeds"])):
         for rule, fl, rule_params, fl_params, label in _method_variants(entry):
             specs.append(TrialSpec(
-                run=run, model={**MODEL_DEFAULTS, **model}, data={**DATA_DEFAULTS, **data}, target=doc["target"],
+                run=run, model={**MODEL_DEFAULTS, **model}, data=data_spec(data), target=doc["target"],
                 method=rule, method_params=rule_params, forget_loss=fl, forget_loss_params=fl_params,
                 label=label, lr_mode=lr_mode, lr=float(lr), optimizer=u["optimizer"],
                 weight_decay=float(u["weight_decay"]), steps=int(u["steps"]), batch_size=int(u["batch_size"]),

@@ -115,8 +115,8 @@ class Unlearner:
 
     def __init__(self, model: torch.nn.Module, forget_ds, retain_ds, collate: Callable[[list], dict],
                  cfg: LoopConfig, comm: Comm | None = None, ref_logprobs: torch.Tensor | None = None,
-                 device: str | torch.device = "cpu"):
-        self.model, self.cfg, self.comm = model, cfg, comm or Comm()
+                 device: str | torch.device = "cpu", logprobs: Callable = sequence_logprobs):
+        self.model, self.cfg, self.comm, self.logprobs = model, cfg, comm or Comm(), logprobs
         self.forget_ds, self.retain_ds, self.collate, self.device = forget_ds, retain_ds, collate, device
         self.rule = make_rule(cfg.method, cfg.method_params, seed=cfg.seed)
         self.objective = get_objective(cfg.forget_loss)
@@ -150,15 +150,11 @@ class Unlearner:
         batch = self.collate([dataset[i] for i in indices])
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    @staticmethod
-    def _n_tokens(batch: dict) -> int:
-        return int((batch["labels"][:, 1:] != -100).sum())
-
     def _retain_loss(self, batch: dict, n_global: torch.Tensor) -> float:
         """L_R at the current parameters, eval mode, averaged over workers (AutoLR's probe)."""
         self.model.eval()
         with torch.no_grad():
-            logp, _ = sequence_logprobs(self.model, batch)
+            logp, _ = self.logprobs(self.model, batch)
             local = (-logp.sum() / n_global).reshape(1).float()
         self.model.train()
         return float(self.comm.all_reduce_sum(local))
@@ -168,19 +164,20 @@ class Unlearner:
         self.model.train()
         rb = self._batch(self.retain_ds, self.batches.indices("retain", t))
         fb = self._batch(self.forget_ds, self.batches.indices("forget", t))
-        counts = torch.tensor([self._n_tokens(rb), self._n_tokens(fb), fb["input_ids"].shape[0]],
-                              dtype=torch.float32, device=self.flat.device)
-        n_r, n_f_tok, n_f_seq = self.comm.all_reduce_sum(counts)
-
         self.flat.zero_()
-        logp_r, _ = sequence_logprobs(self.model, rb)
+        logp_r, n_r_local = self.logprobs(self.model, rb)
+        # Losses are per-worker sums over the GLOBAL count, so the all-reduced sum is the exact global
+        # mean even when workers hold different numbers of tokens.
+        n_r = self.comm.all_reduce_sum(n_r_local.sum().float().reshape(1))[0]
         loss_r_local = -logp_r.sum() / n_r
         loss_r_local.backward()
         self.comm.all_reduce_sum(self.flat)
         self.g_retain.copy_(self.flat)
 
         self.flat.zero_()
-        logp_f, _ = sequence_logprobs(self.model, fb)
+        logp_f, n_f_local = self.logprobs(self.model, fb)
+        counts = torch.stack([n_f_local.sum().float(), torch.tensor(float(logp_f.shape[0]), device=logp_f.device)])
+        n_f_tok, n_f_seq = self.comm.all_reduce_sum(counts)
         ref = self.ref_logprobs[fb["index"].cpu()].to(logp_f.device) if self.objective.needs_reference else None
         values = self.objective.fn(logp_f, ref, **self.cfg.forget_loss_params)
         obj_local = values.sum() / (n_f_tok if self.objective.unit == "tokens" else n_f_seq)

@@ -4,6 +4,7 @@ Layout under the storage root (a local folder or any pyarrow filesystem URI)::
 
     <storage>/<run>/trials/<trial_id>/steps.parquet    one row per unlearning step (curves)
     <storage>/<run>/trials/<trial_id>/summary.parquet  one row: the trial's config and final metrics
+    <storage>/<run>/trials/<trial_id>/samples.parquet  per-sample metric values (where the task has them)
     <storage>/<run>/trials/<trial_id>/_SUCCESS         written last; a trial without it is unfinished
     <storage>/targets/<hash>/                           cached "No-unlearn" targets, shared by runs
 
@@ -67,10 +68,35 @@ SUMMARY_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("rouge_retain", pa.float64(), "ROUGE-L recall of greedy answers, retain eval subset"),
     ("exact_forget", pa.float64(), "fraction of forget answers reproduced exactly"),
     ("exact_retain", pa.float64(), "fraction of retain answers reproduced exactly"),
+    ("rouge_f1_forget", pa.float64(), "ROUGE-L F1 of greedy answers, forget eval subset"),
+    ("rouge_f1_retain", pa.float64(), "ROUGE-L F1 of greedy answers, retain eval subset"),
+    ("prob_forget", pa.float64(), "TOFU Prob.: mean length-normalised answer probability, forget"),
+    ("prob_retain", pa.float64(), "TOFU Prob.: mean length-normalised answer probability, retain"),
+    ("truth_ratio_forget", pa.float64(), "TOFU Truth Ratio on forget: mean(min(r, 1/r))"),
+    ("truth_ratio_retain", pa.float64(), "TOFU Truth Ratio on retain: mean(max(0, 1 - r))"),
+    ("model_utility", pa.float64(), "TOFU Model Utility: harmonic mean of the 9 retain/real-author/world-fact values"),
+    ("forget_quality", pa.float64(), "TOFU Forget Quality: KS p-value vs the retrained model's forget truth ratios"),
+    ("verbmem_forget", pa.float64(), "MUSE VerbMem: ROUGE-L recall of continuations of forget text"),
+    ("knowmem_forget", pa.float64(), "MUSE KnowMem on forget QA (ROUGE-L recall)"),
+    ("knowmem_retain", pa.float64(), "MUSE KnowMem on retain QA (ROUGE-L recall), MUSE's utility"),
+    ("privleak", pa.float64(), "MUSE PrivLeak: Min-40% AUC relative to the retrained model, in %"),
+    ("accuracy_forget", pa.float64(), "vision: top-1 accuracy on the forget class"),
+    ("accuracy_retain", pa.float64(), "vision: top-1 accuracy on the retained classes"),
     ("status", pa.string(), "ok, diverged or failed"),
     ("diverged_step", pa.int64(), "first step with a non-finite loss or gradient, else null"),
     ("error", pa.string(), "the error message of a failed trial, else null"),
     ("wall_s", pa.float64(), "seconds the trial's loop took (evaluation included)"),
+]
+
+
+#: Per-sample values behind the summary's means (one row per sample and metric).
+SAMPLE_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("run", pa.string(), "run name"),
+    ("trial_id", pa.string(), "trial id"),
+    ("split", pa.string(), "evaluation split: forget, retain, real_authors, world_facts, holdout, ..."),
+    ("metric", pa.string(), "metric name: rouge_recall, truth_ratio, prob, min_k, correct, ..."),
+    ("index", pa.int64(), "row index within the split"),
+    ("value", pa.float64(), "the sample's value"),
 ]
 
 
@@ -81,6 +107,7 @@ def schema(fields: list[tuple[str, pa.DataType, str]]) -> pa.Schema:
 
 STEP_SCHEMA = schema(STEP_FIELDS)
 SUMMARY_SCHEMA = schema(SUMMARY_FIELDS)
+SAMPLE_SCHEMA = schema(SAMPLE_FIELDS)
 
 
 def to_table(rows: list[dict], table_schema: pa.Schema) -> pa.Table:
@@ -96,7 +123,8 @@ def to_table(rows: list[dict], table_schema: pa.Schema) -> pa.Table:
 def markdown_table() -> str:
     """The schema as Markdown, for the README."""
     out = []
-    for title, fields in (("steps.parquet", STEP_FIELDS), ("summary.parquet", SUMMARY_FIELDS)):
+    for title, fields in (("steps.parquet", STEP_FIELDS), ("summary.parquet", SUMMARY_FIELDS),
+                          ("samples.parquet", SAMPLE_FIELDS)):
         out += [f"`{title}`", "", "| column | type | meaning |", "| --- | --- | --- |"]
         out += [f"| `{n}` | {t} | {d} |" for n, t, d in fields]
         out.append("")

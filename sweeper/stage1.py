@@ -20,18 +20,22 @@ def baseline_id(spec: TrialSpec) -> str:
 
 def target_and_baseline(spec: TrialSpec, storage: Storage, log=print) -> None:
     target = ensure_target(spec.model, spec.data, spec.target, storage, log)
+    if spec.eval.get("retrained_reference"):
+        ensure_target(spec.model, spec.data, spec.target, storage, log, variant="retain_only", eval_cfg=spec.eval)
     base = f"{spec.run}/trials/{baseline_id(spec)}"
     if storage.exists(f"{base}/_SUCCESS"):
         return
-    from sweeper.trial import _evaluate
-    model, tokenizer, forget, retain, _ = load_target(storage, spec.target_hash)
-    scores = _evaluate(model, tokenizer, forget, retain, spec.eval)
-    log(f"No-unlearn {spec.model['name']}: ROUGE-L forget {scores['rouge_forget']:.3f} retain "
-        f"{scores['rouge_retain']:.3f}, exact forget {scores['exact_forget']:.2f} retain {scores['exact_retain']:.2f}")
+    from sweeper.tasks import get_task
+    from sweeper.trial import _retain_reference
+    model, tokenizer, splits, _, _ = load_target(storage, spec.target_hash, spec.data["kind"])
+    scores, samples = get_task(spec.data["kind"]).evaluate(model, tokenizer, splits, spec.eval,
+                                                            _retain_reference(storage, spec))
+    log(f"No-unlearn {spec.model['name']}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()
+                                                          if isinstance(v, float)))
     row = dict(run=spec.run, trial_id=baseline_id(spec), config_hash=spec.target_hash, code_version=code_version(),
                seed=spec.target["seed"], model=spec.model["name"], dataset=spec.data["name"], method="no_unlearn",
                steps=0, workers=1, target_hash=spec.target_hash, status="ok", wall_s=0.0,
                params_json=json.dumps({"model": spec.model, "data": spec.data, "target": spec.target,
                                        "vocab_size": target["vocab_size"]}, sort_keys=True),
                **scores)
-    write_trial(storage, spec.run, baseline_id(spec), [], row, finished=True)
+    write_trial(storage, spec.run, baseline_id(spec), [], row, finished=True, samples=samples)

@@ -4,18 +4,20 @@ A target folder ``<storage>/targets/<hash>/`` holds everything a trial needs, so
 data or tokenizers and every trial of a target starts from the same bytes::
 
     model/          save_pretrained (safetensors)        tokenizer/   save_pretrained
-    data/           forget.json, retain.json (JSON lines, the exact rows the trials use)
+    data/           <split>.json: forget, retain and the task's evaluation splits (JSON lines)
     ref_logprobs.pt sequence log-probs of every forget row under the target (NPO's reference, cached)
     metrics.json    fine-tune epochs, seconds, exact match and ROUGE-L on forget and retain
     _SUCCESS        written last; a folder without it is incomplete and is rebuilt
 
-Fine-tuning (on forget U retain) stops when the exact-match rate of greedy answers reaches the gate:
-ROUGE alone would pass too early, because names copied from the question inflate it.
+Fine-tuning (on forget U retain, or retain alone for the retrained reference) stops when the task's
+memorisation measure reaches the gate: for QA the exact-match rate of greedy answers, since ROUGE alone
+would pass too early (names copied from the question inflate it). The task (``sweeper/tasks``) decides
+data, model family, losses and evaluation; this module only trains, saves and caches.
 
 Usage::
 
     info = ensure_target(spec.model, spec.data, spec.target, Storage("runs"))
-    model, tokenizer, data, ref = load_target(Storage("runs"), info["hash"])
+    model, tokenizer, splits, ref, reference = load_target(Storage("runs"), info["hash"], kind="tofu")
 """
 from __future__ import annotations
 
@@ -26,30 +28,11 @@ import tempfile
 import time
 
 import torch
-import transformers
 
-from sweeper.data.qa import QADataset, collate_qa
-from sweeper.data.synthetic import write_tofu_layout
-from sweeper.data.tofu import load_tofu
-from sweeper.data.tokenizer import train_tokenizer
-from sweeper.evaluate import evaluate_qa
 from sweeper.grid import target_hash
-from sweeper.lm import sequence_logprobs
 from sweeper.loop import make_optimizer
-from sweeper.models import build_model, is_tiny
 from sweeper.storage import Storage
-
-GATE_SAMPLE = 64  # questions drawn (half forget, half retain) for the memorisation gate
-
-
-def load_rows(data: dict, workdir: str) -> tuple[list[dict], list[dict]]:
-    """The forget and retain rows of a data spec (the built-in generator writes TOFU's layout first)."""
-    source = data["source"]
-    if source == "builtin":
-        source = os.path.join(workdir, "tofu")
-        write_tofu_layout(source, n_authors=data["n_authors"], qa_per_author=data["qa_per_author"], seed=data["seed"])
-    tofu = load_tofu(source, forget_split=data["forget_split"])
-    return tofu.forget, tofu.retain
+from sweeper.tasks import get_task
 
 
 def _write_jsonl(path: str, rows: list[dict]) -> None:
@@ -63,89 +46,84 @@ def _read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _tokenizer_for(model: dict, rows: list[dict]):
-    if is_tiny(model["name"]):
-        return train_tokenizer([f"{r['question']} {r['answer']}" for r in rows])
-    tok = transformers.AutoTokenizer.from_pretrained(model["name"], trust_remote_code=model["trust_remote_code"])
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def _gate_rows(forget: list[dict], retain: list[dict]) -> list[dict]:
-    half = GATE_SAMPLE // 2
-    return forget[:half] + retain[:: max(1, len(retain) // half)][:half]
-
-
-def fine_tune(model, tokenizer, rows: list[dict], gate_rows: list[dict], recipe: dict, log=print) -> dict:
-    """Train on ``rows`` until the exact-match rate on ``gate_rows`` reaches the gate (or max_epochs)."""
-    ds = QADataset(rows, tokenizer)
+def fine_tune(task, model, tokenizer, rows: list, splits: dict, recipe: dict, log=print) -> dict:
+    """Train on ``rows`` until the task's memorisation measure reaches the gate (or max_epochs)."""
+    ds, collate = task.dataset(rows, tokenizer), task.collate(tokenizer)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(recipe["optimizer"], params, recipe["lr"], 0.0)
     g = torch.Generator().manual_seed(recipe["seed"])
     device = next(model.parameters()).device
-    start, exact, epoch = time.perf_counter(), 0.0, 0
+    start, score, epoch, loss = time.perf_counter(), 0.0, 0, torch.tensor(float("nan"))
     for epoch in range(1, recipe["max_epochs"] + 1):
         model.train()
         order = torch.randperm(len(ds), generator=g).tolist()
         for b in range(0, len(order), recipe["batch_size"]):
-            batch = collate_qa([ds[i] for i in order[b:b + recipe["batch_size"]]], tokenizer.pad_token_id)
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            logp, n = sequence_logprobs(model, batch)
+            batch = _to_device(collate([ds[i] for i in order[b:b + recipe["batch_size"]]]), device)
+            logp, n = task.logprobs(model, batch)
             loss = -logp.sum() / n.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         if epoch % recipe["check_every"] == 0 or epoch == recipe["max_epochs"]:
-            exact = evaluate_qa(model, tokenizer, gate_rows, max_new_tokens=48)["exact"]
-            log(f"  target fine-tune: epoch {epoch}, loss {float(loss):.3f}, exact match {exact:.2f}")
-            if exact >= recipe["exact_match_gate"]:
+            score = task.memorisation(model, tokenizer, splits)
+            log(f"  target fine-tune: epoch {epoch}, loss {loss.item():.3f}, memorised {score:.2f}")
+            if score >= recipe["exact_match_gate"]:
                 break
-    return {"epochs": epoch, "fine_tune_s": time.perf_counter() - start, "gate_exact": exact,
-            "gate_passed": exact >= recipe["exact_match_gate"]}
+    return {"epochs": epoch, "fine_tune_s": time.perf_counter() - start, "gate_exact": score,
+            "gate_passed": score >= recipe["exact_match_gate"]}
 
 
 @torch.no_grad()
-def reference_logprobs(model, tokenizer, rows: list[dict], batch_size: int = 64) -> torch.Tensor:
-    """Sequence log-probs of every row's answer under ``model``: NPO's pi_ref, computed once."""
-    ds = QADataset(rows, tokenizer)
+def reference_logprobs(task, model, tokenizer, rows: list, batch_size: int = 64) -> torch.Tensor:
+    """Summed log-probs of every row under ``model``: NPO's pi_ref, computed once per target."""
+    ds, collate = task.dataset(rows, tokenizer), task.collate(tokenizer)
+    device = next(model.parameters()).device
     model.eval()
-    out = []
-    for b in range(0, len(ds), batch_size):
-        batch = collate_qa([ds[i] for i in range(b, min(b + batch_size, len(ds)))], tokenizer.pad_token_id)
-        out.append(sequence_logprobs(model, batch)[0].float())
+    out = [task.logprobs(model, _to_device(collate([ds[i] for i in range(b, min(b + batch_size, len(ds)))]),
+                                          device))[0].float().cpu()
+           for b in range(0, len(ds), batch_size)]
     return torch.cat(out)
 
 
-def ensure_target(model_spec: dict, data: dict, recipe: dict, storage: Storage, log=print) -> dict:
-    """Build the target unless ``<storage>/targets/<hash>/_SUCCESS`` exists; return its metrics.json."""
-    key = target_hash(model_spec, data, recipe)
+def ensure_target(model_spec: dict, data: dict, recipe: dict, storage: Storage, log=print,
+                  variant: str = "full", eval_cfg: dict | None = None) -> dict:
+    """Build the target unless ``<storage>/targets/<hash>/_SUCCESS`` exists; return its metrics.json.
+
+    ``variant="retain_only"`` builds the retrained reference (fine-tuned on retain alone) that
+    Forget Quality and PrivLeak compare against; it also stores the task's ``reference_data``.
+    """
+    key = target_hash(model_spec, data, recipe, variant)
     rel = f"targets/{key}"
     if storage.exists(f"{rel}/_SUCCESS"):
-        log(f"target {key} ({model_spec['name']}): cached, reused")
+        log(f"target {key} ({model_spec['name']}, {variant}): cached, reused")
         return json.loads(storage.read_bytes(f"{rel}/metrics.json"))
-    log(f"target {key} ({model_spec['name']}): fine-tuning the No-unlearn model")
+    log(f"target {key} ({model_spec['name']}, {variant}): fine-tuning")
+    task = get_task(data["kind"])
     with tempfile.TemporaryDirectory() as tmp:
-        forget, retain = load_rows(data, tmp)
-        tokenizer = _tokenizer_for(model_spec, forget + retain)
-        model = build_model(model_spec["name"], vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id,
-                            eos_id=tokenizer.eos_token_id, seed=recipe["seed"], dtype=model_spec["dtype"],
-                            trust_remote_code=model_spec["trust_remote_code"])
+        splits = task.prepare(data, tmp)
+        tokenizer = task.make_tokenizer(model_spec, splits)
+        model = task.build_model(model_spec, tokenizer, recipe["seed"])
         if torch.cuda.is_available():
             model = model.cuda()
-        metrics = fine_tune(model, tokenizer, forget + retain, _gate_rows(forget, retain), recipe, log)
+        metrics = fine_tune(task, model, tokenizer, task.train_rows(splits, variant), splits, recipe, log)
         if not metrics["gate_passed"]:
-            log(f"WARNING: target {key} reached only {metrics['gate_exact']:.2f} exact match "
-                f"(gate {recipe['exact_match_gate']}) after {metrics['epochs']} epochs; raise target.max_epochs or lr")
+            log(f"WARNING: target {key} reached only {metrics['gate_exact']:.2f} (gate "
+                f"{recipe['exact_match_gate']}) after {metrics['epochs']} epochs; raise target.max_epochs or lr")
         out = os.path.join(tmp, "target")
         os.makedirs(os.path.join(out, "data"))
-        model.save_pretrained(os.path.join(out, "model"), safe_serialization=True)
-        tokenizer.save_pretrained(os.path.join(out, "tokenizer"))
-        _write_jsonl(os.path.join(out, "data", "forget.json"), forget)
-        _write_jsonl(os.path.join(out, "data", "retain.json"), retain)
-        torch.save(reference_logprobs(model, tokenizer, forget).cpu(), os.path.join(out, "ref_logprobs.pt"))
-        metrics.update(hash=key, model=model_spec["name"], n_forget=len(forget), n_retain=len(retain),
-                       vocab_size=len(tokenizer),
+        task.save_model(model, tokenizer, out)
+        for name, rows in splits.items():
+            _write_jsonl(os.path.join(out, "data", f"{name}.json"), rows)
+        torch.save(reference_logprobs(task, model, tokenizer, splits["forget"]), os.path.join(out, "ref_logprobs.pt"))
+        if variant == "retain_only" and eval_cfg is not None:
+            with open(os.path.join(out, "reference.json"), "w") as f:
+                json.dump(task.reference_data(model, tokenizer, splits, eval_cfg), f)
+        metrics.update(hash=key, variant=variant, model=model_spec["name"], n_forget=len(splits["forget"]),
+                       n_retain=len(splits["retain"]), vocab_size=len(tokenizer) if tokenizer is not None else None,
                        n_parameters=sum(p.numel() for p in model.parameters()))
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
@@ -154,16 +132,19 @@ def ensure_target(model_spec: dict, data: dict, recipe: dict, storage: Storage, 
     return metrics
 
 
-def load_target(storage: Storage, key: str, device: str = "cpu"):
-    """(model, tokenizer, forget rows, retain rows, reference log-probs) of a cached target."""
+def load_target(storage: Storage, key: str, kind: str = "tofu", device: str = "cpu"):
+    """(model, tokenizer, splits, reference log-probs, reference data) of a cached target."""
+    task = get_task(kind)
     local = storage.download_dir(f"targets/{key}", tempfile.mkdtemp(prefix=f"target-{key}-"))
-    tokenizer = transformers.AutoTokenizer.from_pretrained(os.path.join(local, "tokenizer"))
-    model = transformers.AutoModelForCausalLM.from_pretrained(os.path.join(local, "model"), use_safetensors=True)
-    model.to(device)
-    forget = _read_jsonl(os.path.join(local, "data", "forget.json"))
-    retain = _read_jsonl(os.path.join(local, "data", "retain.json"))
+    model, tokenizer = task.load_model(local, device)
+    data_dir = os.path.join(local, "data")
+    splits = {name[:-5]: _read_jsonl(os.path.join(data_dir, name)) for name in sorted(os.listdir(data_dir))}
     ref = torch.load(os.path.join(local, "ref_logprobs.pt"))
-    return model, tokenizer, forget, retain, ref
+    reference = None
+    if os.path.exists(os.path.join(local, "reference.json")):
+        with open(os.path.join(local, "reference.json")) as f:
+            reference = json.load(f)
+    return model, tokenizer, splits, ref, reference
 
 
 def random_guess_loss(vocab_size: int) -> float:

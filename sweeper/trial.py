@@ -50,10 +50,14 @@ def summary_row(spec: TrialSpec, **results) -> dict:
                 params_json=json.dumps(spec.to_dict(), sort_keys=True), **results)
 
 
-def write_trial(storage: Storage, run: str, trial_id: str, steps: list[dict], summary: dict, finished: bool) -> None:
+def write_trial(storage: Storage, run: str, trial_id: str, steps: list[dict], summary: dict, finished: bool,
+                samples: list[dict] | None = None) -> None:
     """Parquet files first, each atomically, then the _SUCCESS marker (only for a finished trial)."""
-    from sweeper.results import STEP_SCHEMA, SUMMARY_SCHEMA, to_table
+    from sweeper.results import SAMPLE_SCHEMA, STEP_SCHEMA, SUMMARY_SCHEMA, to_table
     base = f"{run}/trials/{trial_id}"
+    if samples:
+        storage.write_table(f"{base}/samples.parquet",
+                            to_table([{"run": run, "trial_id": trial_id, **r} for r in samples], SAMPLE_SCHEMA))
     storage.write_table(f"{base}/steps.parquet",
                         to_table([{"run": run, "trial_id": trial_id, **r} for r in steps], STEP_SCHEMA))
     storage.write_table(f"{base}/summary.parquet", to_table([summary], SUMMARY_SCHEMA))
@@ -61,39 +65,32 @@ def write_trial(storage: Storage, run: str, trial_id: str, steps: list[dict], su
         storage.write_bytes(f"{base}/_SUCCESS", b"")
 
 
-def _evaluate(model, tokenizer, forget, retain, eval_cfg: dict) -> dict:
-    from sweeper.evaluate import evaluate_qa
-    n, tokens, bs = eval_cfg["max_questions"], eval_cfg["max_new_tokens"], eval_cfg["batch_size"]
-    f = evaluate_qa(model, tokenizer, forget[:n], tokens, bs)
-    r = evaluate_qa(model, tokenizer, retain[:n], tokens, bs)
-    return {"rouge_forget": f["rouge"], "rouge_retain": r["rouge"], "exact_forget": f["exact"],
-            "exact_retain": r["exact"], "final_loss_forget": f["loss"], "final_loss_retain": r["loss"]}
-
-
 def train_worker(config: dict) -> None:
     """The Ray Train worker: unlearn, evaluate, checkpoint, and (rank 0) write the trial's Parquet."""
     import ray.train
 
     from sweeper.autolr import AutoLRConfig
-    from sweeper.data.qa import QADataset, collate_qa
     from sweeper.loop import Diverged, LoopConfig, Unlearner
     from sweeper.methods import import_plugins
     from sweeper.targets import load_target
+    from sweeper.tasks import get_task
 
     spec, storage = TrialSpec.from_dict(config["spec"]), Storage(config["storage"])
     torch.set_num_threads(max(1, int(spec.model["cpus_per_worker"])))
     import_plugins(spec.plugins)
     comm = current_comm()
     device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
-    model, tokenizer, forget, retain, ref = load_target(storage, spec.target_hash, device=device)
+    task = get_task(spec.data["kind"])
+    model, tokenizer, splits, ref, _ = load_target(storage, spec.target_hash, spec.data["kind"], device=device)
+    reference = _retain_reference(storage, spec)
     model = model.to(getattr(torch, spec.model["dtype"]))
     cfg = LoopConfig(method=spec.method, method_params=spec.method_params, forget_loss=spec.forget_loss,
                      forget_loss_params=spec.forget_loss_params, optimizer=spec.optimizer, lr=spec.lr,
                      weight_decay=spec.weight_decay, steps=spec.steps, batch_size=spec.batch_size,
                      autolr=AutoLRConfig(**spec.autolr) if spec.lr_mode == "autolr" else None, seed=spec.seed)
-    unlearner = Unlearner(model, QADataset(forget, tokenizer), QADataset(retain, tokenizer),
-                          lambda b: collate_qa(b, tokenizer.pad_token_id), cfg, comm=comm, ref_logprobs=ref,
-                          device=device)
+    unlearner = Unlearner(model, task.dataset(splits["forget"], tokenizer), task.dataset(splits["retain"], tokenizer),
+                          task.collate(tokenizer), cfg, comm=comm, ref_logprobs=ref, device=device,
+                          logprobs=task.logprobs)
     rows, first, elapsed = [], 1, 0.0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # a restarted worker group resumes where the last checkpoint left off
@@ -113,18 +110,27 @@ def train_worker(config: dict) -> None:
         row["wall_s"] = time.perf_counter() - start
         if t % every == 0 or t == spec.steps:
             if comm.rank == 0:
-                scores = _evaluate(model, tokenizer, forget, retain, spec.eval)
+                scores = task.curve_metrics(model, tokenizer, splits, spec.eval)
                 row.update(rouge_forget=scores["rouge_forget"], rouge_retain=scores["rouge_retain"])
             rows.append(row)
             _report(spec, unlearner, rows, t, time.perf_counter() - start, comm.rank)
         else:
             rows.append(row)
     if comm.rank == 0:
-        final = _evaluate(model, tokenizer, forget, retain, spec.eval)
+        final, samples = task.evaluate(model, tokenizer, splits, spec.eval, reference)
         summary = summary_row(spec, steps=rows[-1]["step"] if rows else 0, status=status,
                               diverged_step=diverged_step, final_lr=unlearner.optimizer.param_groups[0]["lr"],
                               wall_s=time.perf_counter() - start, **final)
-        write_trial(storage, spec.run, spec.trial_id, rows, summary, finished=True)
+        write_trial(storage, spec.run, spec.trial_id, rows, summary, finished=True, samples=samples)
+
+
+def _retain_reference(storage: Storage, spec: TrialSpec) -> dict | None:
+    """The retrained (retain-only) target's reference data, when stage 1 built one for this run."""
+    import json
+
+    from sweeper.grid import target_hash
+    rel = f"targets/{target_hash(spec.model, spec.data, spec.target, 'retain_only')}/reference.json"
+    return json.loads(storage.read_bytes(rel)) if storage.exists(rel) else None
 
 
 def _report(spec: TrialSpec, unlearner, rows: list[dict], step: int, elapsed: float, rank: int) -> None:

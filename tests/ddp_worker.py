@@ -42,7 +42,8 @@ def setup():
     collate = partial(collate_qa, pad_id=tok.pad_token_id)
     # pi_ref: a differently initialised model, so log(pi / pi_ref) != 0 from the first step.
     from sweeper.targets import reference_logprobs
-    ref = reference_logprobs(new_model(tok, seed=1), tok, forget_rows)
+    from sweeper.tasks import get_task
+    ref = reference_logprobs(get_task("tofu"), new_model(tok, seed=1), tok, forget_rows)
     return tok, forget, retain, collate, ref
 
 

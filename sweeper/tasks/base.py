@@ -1,0 +1,105 @@
+"""A task is everything that differs between benchmarks (TOFU QA, MUSE news text, vision): its data,
+its model family, how a batch becomes per-example log-probabilities, and how a model is evaluated.
+The loop, AutoLR, the methods, targets and the Ray glue are shared and never look inside a task.
+
+A grid's data entry names its task with ``kind`` (``tofu`` by default)::
+
+    data: [{name: authors, kind: tofu, source: builtin, forget_split: forget10}]
+
+Adding a benchmark is one module with a subclass of ``Task`` registered with ``@register_task``.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+import torch
+
+_TASKS: dict[str, type["Task"]] = {}
+
+
+def register_task(cls: type["Task"]) -> type["Task"]:
+    _TASKS[cls.kind] = cls
+    return cls
+
+
+def get_task(kind: str) -> "Task":
+    from sweeper import tasks  # noqa: F401  (built-in tasks register on import)
+    if kind not in _TASKS:
+        close = difflib.get_close_matches(kind, _TASKS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown data kind {kind!r}; known: {', '.join(sorted(_TASKS))}{hint}")
+    return _TASKS[kind]()
+
+
+def known_tasks() -> list[str]:
+    from sweeper import tasks  # noqa: F401
+    return sorted(_TASKS)
+
+
+class Task:
+    """The interface; each method's docstring says what targets.py / trial.py expect of it."""
+
+    kind: str = ""
+    #: Allowed keys of a grid's data entry and their defaults (``name`` and ``kind`` are always allowed).
+    data_defaults: dict[str, Any] = {}
+
+    def problems(self, data: dict, where: str) -> list[str]:
+        """One-sentence problems of a data entry (no loading, no network)."""
+        return []
+
+    def prepare(self, data: dict, workdir: str) -> dict[str, list]:
+        """Named splits of JSON-serialisable rows; must include ``forget`` and ``retain``. Saved with the
+        target (``data/<split>.json``) so every trial sees the same bytes."""
+        raise NotImplementedError
+
+    def train_rows(self, splits: dict[str, list], variant: str) -> list:
+        """Rows the target is fine-tuned on: ``full`` (forget + retain) or ``retain_only`` (the
+        retrained reference that Forget Quality and PrivLeak compare against)."""
+        return splits["retain"] if variant == "retain_only" else splits["forget"] + splits["retain"]
+
+    def make_tokenizer(self, model: dict, splits: dict[str, list]):
+        """A tokenizer (trained on the data for tiny twins, from the hub otherwise), or None."""
+        return None
+
+    def build_model(self, model: dict, tokenizer, seed: int) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def save_model(self, model: torch.nn.Module, tokenizer, out_dir: str) -> None:
+        raise NotImplementedError
+
+    def load_model(self, local_dir: str, device) -> tuple[torch.nn.Module, Any]:
+        """(model, tokenizer) saved by ``save_model``."""
+        raise NotImplementedError
+
+    def dataset(self, rows: list, tokenizer) -> torch.utils.data.Dataset:
+        """Items for ``collate``; each item carries ``index`` (its row number, for NPO's reference)."""
+        raise NotImplementedError
+
+    def collate(self, tokenizer) -> Callable[[list], dict]:
+        raise NotImplementedError
+
+    def logprobs(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example summed log-probability of the supervised part and its size ([B], [B]);
+        differentiable. Every loss of the loop and of fine-tuning comes from this."""
+        raise NotImplementedError
+
+    def memorisation(self, model, tokenizer, splits: dict[str, list]) -> float:
+        """The fine-tune gate's measure in [0, 1] (exact-match rate for QA, accuracy for vision)."""
+        raise NotImplementedError
+
+    def curve_metrics(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict) -> dict:
+        """Cheap metrics logged on evaluation steps: ``rouge_forget`` and ``rouge_retain`` (or their
+        task's analogue under the same names, e.g. accuracy for vision)."""
+        raise NotImplementedError
+
+    def evaluate(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict,
+                 reference: dict | None = None) -> tuple[dict, list[dict]]:
+        """(summary columns of sweeper.results.SUMMARY_SCHEMA, per-sample rows of SAMPLE_SCHEMA).
+        ``reference`` is the retain-only target's own ``evaluate`` output (its ``reference`` dict), when
+        the task's metrics compare against it."""
+        raise NotImplementedError
+
+    def reference_data(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict) -> dict:
+        """What a retain-only target stores for later comparisons (e.g. per-sample forget truth ratios)."""
+        return {}

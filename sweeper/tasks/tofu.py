@@ -1,0 +1,114 @@
+"""TOFU-style question answering (Maini et al. 2024): the paper's main benchmark and the offline default.
+
+Splits saved with a target: ``forget``, ``retain`` and, when the source has them, ``forget_perturbed``,
+``retain_perturbed``, ``real_authors``, ``world_facts`` (TOFU's evaluation sets). ``source: builtin``
+generates fictitious authors offline (``sweeper.data.synthetic``); a folder or ``locuslab/TOFU`` loads
+the real files.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import transformers
+
+from sweeper.data.qa import QADataset, collate_qa
+from sweeper.evaluate import evaluate_qa
+from sweeper.lm import sequence_logprobs
+from sweeper.models import build_model, is_tiny
+from sweeper.tasks.base import Task, register_task
+
+GATE_SAMPLE = 64  # questions (half forget, half retain) behind the memorisation gate
+
+
+class LanguageModelTask(Task):
+    """What every text task shares: tokenizers, causal LMs saved with save_pretrained, token log-probs."""
+
+    def make_tokenizer(self, model: dict, splits: dict[str, list]):
+        if is_tiny(model["name"]):
+            from sweeper.data.tokenizer import train_tokenizer
+            return train_tokenizer(self.tokenizer_texts(splits))
+        tok = transformers.AutoTokenizer.from_pretrained(model["name"], trust_remote_code=model["trust_remote_code"])
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return tok
+
+    def tokenizer_texts(self, splits: dict[str, list]) -> list[str]:
+        raise NotImplementedError
+
+    def build_model(self, model: dict, tokenizer, seed: int) -> torch.nn.Module:
+        return build_model(model["name"], vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id,
+                           eos_id=tokenizer.eos_token_id, seed=seed, dtype=model["dtype"],
+                           trust_remote_code=model["trust_remote_code"])
+
+    def save_model(self, model, tokenizer, out_dir: str) -> None:
+        model.save_pretrained(os.path.join(out_dir, "model"), safe_serialization=True)
+        tokenizer.save_pretrained(os.path.join(out_dir, "tokenizer"))
+
+    def load_model(self, local_dir: str, device):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(os.path.join(local_dir, "tokenizer"))
+        model = transformers.AutoModelForCausalLM.from_pretrained(os.path.join(local_dir, "model"),
+                                                                  use_safetensors=True)
+        return model.to(device), tokenizer
+
+    def logprobs(self, model, batch: dict):
+        return sequence_logprobs(model, batch)
+
+    def collate(self, tokenizer):
+        pad = tokenizer.pad_token_id
+        return lambda items: collate_qa(items, pad)
+
+
+@register_task
+class TofuTask(LanguageModelTask):
+    kind = "tofu"
+    data_defaults = {"source": "builtin", "n_authors": 20, "qa_per_author": 10, "forget_split": "forget10",
+                     "seed": 0}
+
+    def problems(self, data: dict, where: str) -> list[str]:
+        out = []
+        if data["forget_split"] not in ("forget01", "forget05", "forget10"):
+            out.append(f"{where}: forget_split = {data['forget_split']!r} is not allowed; allowed: forget01, forget05, forget10")
+        return out
+
+    def prepare(self, data: dict, workdir: str) -> dict[str, list]:
+        from sweeper.data.synthetic import write_tofu_layout
+        from sweeper.data.tofu import load_tofu
+        source = data["source"]
+        if source == "builtin":
+            source = os.path.join(workdir, "tofu")
+            write_tofu_layout(source, n_authors=data["n_authors"], qa_per_author=data["qa_per_author"],
+                              seed=data["seed"])
+        tofu = load_tofu(source, forget_split=data["forget_split"])
+        splits = {"forget": tofu.forget, "retain": tofu.retain, "forget_perturbed": tofu.forget_perturbed,
+                  "retain_perturbed": tofu.retain_perturbed, "real_authors": tofu.real_authors,
+                  "world_facts": tofu.world_facts}
+        return {k: v for k, v in splits.items() if v}
+
+    def tokenizer_texts(self, splits: dict[str, list]) -> list[str]:
+        texts = []
+        for rows in splits.values():
+            for r in rows:
+                texts += [r["question"], r["answer"], r.get("paraphrased_answer", "")]
+                texts += list(r.get("perturbed_answer", []))
+        return [t for t in texts if t]
+
+    def dataset(self, rows: list, tokenizer):
+        return QADataset(rows, tokenizer)
+
+    def memorisation(self, model, tokenizer, splits: dict[str, list]) -> float:
+        half = GATE_SAMPLE // 2
+        retain = splits["retain"]
+        rows = splits["forget"][:half] + retain[:: max(1, len(retain) // half)][:half]
+        return evaluate_qa(model, tokenizer, rows, max_new_tokens=48)["exact"]
+
+    def curve_metrics(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict) -> dict:
+        n, tokens, bs = eval_cfg["max_questions"], eval_cfg["max_new_tokens"], eval_cfg["batch_size"]
+        f = evaluate_qa(model, tokenizer, splits["forget"][:n], tokens, bs)
+        r = evaluate_qa(model, tokenizer, splits["retain"][:n], tokens, bs)
+        return {"rouge_forget": f["rouge"], "rouge_retain": r["rouge"], "exact_forget": f["exact"],
+                "exact_retain": r["exact"], "final_loss_forget": f["loss"], "final_loss_retain": r["loss"]}
+
+    def evaluate(self, model, tokenizer, splits, eval_cfg, reference=None):
+        scores = self.curve_metrics(model, tokenizer, splits, eval_cfg)
+        return scores, []
