@@ -37,7 +37,6 @@ from sweeper.autolr import AutoLRConfig
 from sweeper.data.synthetic import FEMALE_FIRST, LAST, MALE_FIRST, MAX_QA_PER_AUTHOR
 from sweeper.loop import OPTIMIZERS
 from sweeper.methods import import_plugins, validate_rule_params
-from sweeper.models import model_problem
 from sweeper.objectives import get_objective, objective_problem
 
 SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -260,8 +259,6 @@ def _check_models(f: str, models: list[dict]) -> list[str]:
         problems += _unknown_keys(where, m, MODEL_KEYS)
         if "name" not in m:
             problems.append(f"{where}: key 'name' is missing")
-        elif (why := model_problem(str(m["name"]))):
-            problems.append(f"{where}: {why}")
         spec = {**MODEL_DEFAULTS, **m}
         problems += _positive(where, "workers", spec["workers"], integer=True)
         if spec["strategy"] not in STRATEGIES:
@@ -315,6 +312,20 @@ def _check_data(f: str, data: list[dict]) -> list[str]:
             problems += _non_negative_int(where, "seed", spec["seed"])
         problems += task.problems(spec, where)
     return problems
+
+
+def _check_model_fits_task(f: str, models: list[dict], data: list[dict]) -> list[str]:
+    """Each model name must be one its data's task can build (a causal LM for text, a vision net for images)."""
+    from sweeper.tasks import get_task, known_tasks
+    problems = []
+    for d in data:
+        if d.get("kind", "tofu") not in known_tasks():
+            continue
+        task = get_task(d.get("kind", "tofu"))
+        for i, m in enumerate(models):
+            if "name" in m and (why := task.model_problem(str(m["name"]))):
+                problems.append(f"{f}: models[{i}]: {why}")
+    return list(dict.fromkeys(problems))
 
 
 def _check_methods(f: str, methods: list[dict]) -> list[str]:
@@ -406,6 +417,7 @@ def validate(doc: dict) -> list[str]:
     doc = _with_defaults(doc)
     problems += _check_models(f, doc["models"])
     problems += _check_data(f, doc["data"])
+    problems += _check_model_fits_task(f, doc["models"], doc["data"])
     problems += _check_methods(f, doc["methods"])
     problems += _check_run_settings(f, doc)
     return problems

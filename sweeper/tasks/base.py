@@ -48,6 +48,11 @@ class Task:
         """One-sentence problems of a data entry (no loading, no network)."""
         return []
 
+    def model_problem(self, name: str) -> str | None:
+        """One sentence saying why this task cannot build model ``name``, or None (no loading)."""
+        from sweeper.models import model_problem
+        return model_problem(name)
+
     def prepare(self, data: dict, workdir: str) -> dict[str, list]:
         """Named splits of JSON-serialisable rows; must include ``forget`` and ``retain``. Saved with the
         target (``data/<split>.json``) so every trial sees the same bytes."""
