@@ -300,7 +300,7 @@ def _check_data(f: str, data: list[dict]) -> list[str]:
         problems += _unknown_keys(where, d, {"name", "kind", *task.data_defaults})
         spec = data_spec(d)
         src = str(spec.get("source", "builtin"))
-        if src != "builtin" and not os.path.isdir(src) and src.count("/") != 1:
+        if kind != "vision" and src != "builtin" and not os.path.isdir(src) and src.count("/") != 1:
             problems.append(f"{where}: source = {src!r} is neither 'builtin', an existing folder, nor a Hugging Face id org/name")
         if kind == "tofu":
             for key, most in (("n_authors", MAX_AUTHORS), ("qa_per_author", MAX_QA_PER_AUTHOR)):

@@ -238,7 +238,7 @@ CASES = [
      ["data[0]: qa_per_author = 500", "allowed: 1..20"]),
     ("n_authors_zero", _set("data", [{"name": "t", "n_authors": 0}]),
      ["data[0]: n_authors = 0 must be a positive integer"]),
-    ("bad_kind", _set("data", [{"name": "t", "kind": "muse"}]), ["data[0]: kind = 'muse' is not allowed"]),
+    ("bad_kind", _set("data", [{"name": "t", "kind": "imagenet"}]), ["data[0]: kind = 'imagenet' is not allowed"]),
     ("unknown_model_key", _set("models", [{"name": "tiny-gpt2", "worker": 2}]),
      ["models[0]: unknown key 'worker'", "did you mean 'workers'?"]),
     ("unknown_data_key", _set("data", [{"name": "t", "n_author": 3}]),
