@@ -17,6 +17,7 @@ from sweeper.evaluate import evaluate_qa
 from sweeper.lm import sequence_logprobs
 from sweeper.models import build_model, is_tiny
 from sweeper.tasks.base import Task, register_task
+from sweeper.tasks.tofu_eval import curve_scores, evaluate_tofu, forget_truth_ratios
 
 GATE_SAMPLE = 64  # questions (half forget, half retain) behind the memorisation gate
 
@@ -103,12 +104,18 @@ class TofuTask(LanguageModelTask):
         return evaluate_qa(model, tokenizer, rows, max_new_tokens=48)["exact"]
 
     def curve_metrics(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict) -> dict:
-        n, tokens, bs = eval_cfg["max_questions"], eval_cfg["max_new_tokens"], eval_cfg["batch_size"]
-        f = evaluate_qa(model, tokenizer, splits["forget"][:n], tokens, bs)
-        r = evaluate_qa(model, tokenizer, splits["retain"][:n], tokens, bs)
-        return {"rouge_forget": f["rouge"], "rouge_retain": r["rouge"], "exact_forget": f["exact"],
-                "exact_retain": r["exact"], "final_loss_forget": f["loss"], "final_loss_retain": r["loss"]}
+        """ROUGE-L recall / F1 and exact match of greedy answers and the mean answer NLL on the first
+        ``max_questions`` forget and retain evaluation rows (TOFU's: ``forget_perturbed`` and
+        ``retain_perturbed`` when the source has them); the same numbers ``evaluate`` reports."""
+        return curve_scores(model, tokenizer, splits, eval_cfg)[0]
 
     def evaluate(self, model, tokenizer, splits, eval_cfg, reference=None):
-        scores = self.curve_metrics(model, tokenizer, splits, eval_cfg)
-        return scores, []
+        """TOFU's metrics (``sweeper.tasks.tofu_eval`` defines each): ROUGE, exact, loss, Probability
+        and Truth Ratio on forget and retain, Model Utility (with real authors and world facts) and,
+        given the retain-only model's ``reference``, Forget Quality; plus per-sample rows."""
+        return evaluate_tofu(model, tokenizer, splits, eval_cfg, reference)
+
+    def reference_data(self, model, tokenizer, splits, eval_cfg) -> dict:
+        """The retain-only model's per-row forget truth ratios, for Forget Quality."""
+        r = forget_truth_ratios(model, tokenizer, splits, eval_cfg)
+        return {"forget_truth_ratio": r} if r else {}
