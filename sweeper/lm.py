@@ -1,12 +1,14 @@
-"""Causal-LM log-probabilities of the labelled (answer) tokens, the one place losses come from.
+"""Causal-LM log-probabilities of the labelled (answer) tokens, in the batch form the loop uses.
 
 ``labels`` use -100 for positions without loss (the prompt and the padding), as in transformers; the
-label at position t is predicted from the logits at t - 1.
+label at position t is predicted from the logits at t - 1. The computation itself lives in
+``sweeper.metrics.likelihood`` (position ids from the attention mask, float32), shared with evaluation.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from sweeper.metrics.likelihood import sequence_logprobs as _sequence_logprobs
 
 
 def sequence_logprobs(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -14,8 +16,4 @@ def sequence_logprobs(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor
 
     Differentiable; wrap in ``torch.no_grad()`` for evaluation.
     """
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]
-    mask = labels != -100
-    token_logprob = -F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
-    return (token_logprob * mask).sum(dim=1), mask.sum(dim=1)
+    return _sequence_logprobs(model, batch["input_ids"], batch["labels"], batch["attention_mask"])

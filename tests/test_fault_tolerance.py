@@ -1,0 +1,264 @@
+"""Fault tolerance on a real local Ray: trials that diverge, raise or lose their worker, and a launcher
+killed mid-sweep and started again.
+
+One launch runs four trials whose rules come from the test plugin ``faulty_methods`` (tests/): NGDiff
+(fine), ``nan_weights`` (NaN parameters -> 'diverged'), ``raise_at`` (an exception -> 'failed', the sweep
+goes on) and ``die_once`` (the worker process dies once at step 15 -> Ray Train restarts the worker group
+from the step-10 checkpoint -> 'ok' with every step exactly once). A second launcher is SIGKILLed, with
+every process of its session, once one trial has finished and another is half-way (held at step 15 by
+the plugin's ``gdiff_hold``); the same command then completes the run without running any finished
+trial again, and the half-way trial goes on from its checkpoint.
+
+Slow (about 3 minutes on 2 CPUs): ``pytest -m slow``; skipped by ``-m "not slow"``.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+STEPS = 20
+# As in tests/faulty_methods.py, which only the launcher and its Ray workers import: importing it here
+# would register its rules in this process, beside the built-in ones other tests enumerate.
+MARKER_ENV, HOLD_ENV = "FAULTY_DIE_ONCE_MARKER", "FAULTY_HOLD_FILE"
+RAISE_MESSAGE = "faulty rule raise_at raised on purpose"
+
+
+def grid_file(tmp_path: Path, name: str, methods: list, lr_modes: list) -> Path:
+    """The smoke grid, shortened: 20 steps, evaluation (and checkpoints) every 10 on 8 questions."""
+    grid = yaml.safe_load((ROOT / "search_spaces" / "smoke.yaml").read_text())
+    grid.update(name=name, methods=methods, lr_modes=lr_modes, plugins=["faulty_methods"], max_failures=1)
+    grid["unlearn"]["steps"] = STEPS
+    grid["eval"].update(max_questions=8, every=10)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def launcher_env(**extra: str) -> dict:
+    env = dict(os.environ, **extra)
+    # Local Ray workers inherit the launcher's environment, so the plugin imports in every worker.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), str(ROOT), env.get("PYTHONPATH")) if p)
+    env.pop("RAY_ADDRESS", None)  # always a fresh local Ray, never another sweep's cluster
+    return env
+
+
+def command(grid: Path, storage: Path) -> list:
+    return [sys.executable, "-m", "sweeper.launch", "--grid", str(grid), "--storage", str(storage)]
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live processes (zombies aside: they hold nothing) of session ``sid``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            state, _, _, session = stat.rsplit(")", 1)[1].split()[:4]
+            if int(session) == sid and state != "Z":
+                pids.append(int(entry))
+    return pids
+
+
+def kill_session(sid: int, timeout: float = 15.0) -> None:
+    """SIGKILL everything a launcher started with ``start_new_session=True`` left running.
+
+    A process group is not enough: Ray's agents outlive a killed driver, and Ray puts each worker in a
+    process group of its own (same session), where it goes on for a moment after its raylet died, long
+    enough to finish a trial."""
+    deadline = time.time() + timeout
+    while (pids := session_pids(sid)) and time.time() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    assert not session_pids(sid), f"processes of session {sid} survived SIGKILL: {session_pids(sid)}"
+
+
+def launch(cmd: list, env: dict, log: Path, timeout: float = 420) -> int:
+    """Run the launcher in its own process group to the end; whatever it leaves behind is killed."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout)
+        finally:
+            kill_session(proc.pid)
+            proc.wait()
+
+
+def summaries(run_dir: Path) -> dict:
+    out = {}
+    for d in sorted((run_dir / "trials").iterdir()):
+        table = pq.read_table(d / "summary.parquet")
+        assert table.num_rows == 1, d
+        out[d.name] = table.to_pylist()[0]
+    return out
+
+
+def step_numbers(run_dir: Path, trial_id: str) -> list[int]:
+    return pq.read_table(run_dir / "trials" / trial_id / "steps.parquet").column("step").to_pylist()
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    """One storage for the module: the second launch reuses the No-unlearn target the first built."""
+    return tmp_path_factory.mktemp("runs")
+
+
+def test_diverged_failed_and_restarted_trials(storage, tmp_path):
+    grid = grid_file(tmp_path, "faults", [{"method": m} for m in ("ngdiff", "nan_weights", "raise_at", "die_once")],
+                     ["static"])
+    marker = tmp_path / "die_once.marker"
+    log = tmp_path / "launch.log"
+    rc = launch(command(grid, storage), launcher_env(**{MARKER_ENV: str(marker)}), log)
+    out = log.read_text()
+    assert rc == 1, f"a failed trial must make the launcher exit 1, got {rc}:\n{out[-4000:]}"
+
+    run = storage / "faults"
+    rows = summaries(run)
+    by_method = {r["method"]: r for r in rows.values()}
+    assert sorted(by_method) == ["die_once", "nan_weights", "ngdiff", "no_unlearn", "raise_at"], out[-4000:]
+    for r in rows.values():
+        assert (run / "trials" / r["trial_id"] / "_SUCCESS").exists(), r["trial_id"]
+    assert "1 diverged, 1 failed, 3 ok" in out
+
+    ok = by_method["ngdiff"]
+    assert ok["status"] == "ok" and ok["steps"] == STEPS and ok["error"] is None
+    assert step_numbers(run, ok["trial_id"]) == list(range(1, STEPS + 1))
+
+    # NaN weights at step 5 make the parameters NaN; step 6's losses are not finite: diverged, not failed.
+    nan = by_method["nan_weights"]
+    assert nan["status"] == "diverged" and nan["diverged_step"] == 6 and nan["error"] is None, nan
+    assert nan["steps"] == 5
+    curve = pq.read_table(run / "trials" / nan["trial_id"] / "steps.parquet").to_pandas()
+    assert curve["step"].tolist() == [1, 2, 3, 4, 5]
+    assert curve["w_retain"].isna().tolist() == [False] * 4 + [True]
+
+    # An exception in the rule: Ray Train retries once (max_failures: 1), then the trial is recorded failed.
+    failed = by_method["raise_at"]
+    assert failed["status"] == "failed" and failed["steps"] == 0, failed
+    assert RAISE_MESSAGE in failed["error"], failed["error"]
+
+    # The worker died at step 15; the restarted worker group resumed from the step-10 checkpoint.
+    died = by_method["die_once"]
+    assert died["status"] == "ok" and died["steps"] == STEPS and died["error"] is None, died
+    assert step_numbers(run, died["trial_id"]) == list(range(1, STEPS + 1))
+    assert marker.exists(), "die_once never ran with the marker variable: the worker did not inherit the env"
+    calls: dict[str, list[int]] = {}
+    for line in Path(f"{marker}.log").read_text().split("\n"):
+        if line:
+            pid, step = line.split()
+            calls.setdefault(pid, []).append(int(step))
+    assert list(calls.values()) == [list(range(1, 16)), list(range(11, STEPS + 1))], calls
+
+    index = (run / "report" / "index.html").read_text()
+    assert "Failed, diverged and unfinished trials" in index
+    for r in (failed, nan):
+        assert r["trial_id"] in index
+    assert "diverged at step 6" in index and RAISE_MESSAGE in index
+
+
+def latest_checkpoint(run: Path, trial_id: str) -> str | None:
+    """The checkpoint folder Ray Train's controller registered last for this trial, if any."""
+    snap = run / "train" / trial_id / "checkpoint_manager_snapshot.json"
+    try:
+        latest = json.loads(snap.read_text()).get("latest_checkpoint_result")
+    except (OSError, ValueError):  # not there yet, or being written
+        return None
+    return latest["checkpoint_dir_name"] if latest else None
+
+
+def test_killed_launcher_resumes_without_rerunning_finished_trials(storage, tmp_path):
+    # GDiff c in {0.1, 0.9} x static/AutoLR; gdiff_hold is GDiff that can be held half-way on request.
+    grid = grid_file(tmp_path, "resume", [{"method": "gdiff_hold", "c": [0.1, 0.9]}], ["static", "autolr"])
+    run = storage / "resume"
+    hold = tmp_path / "hold"
+    env = launcher_env(**{HOLD_ENV: str(hold)})
+    cmd = command(grid, storage) + ["--no-report"]
+
+    def finished() -> set:
+        return {p.parent.name for p in run.glob("trials/*/_SUCCESS")}
+
+    def midway() -> dict:
+        """Unfinished trials with a registered checkpoint -> that checkpoint."""
+        out = {}
+        for d in run.glob("train/*"):
+            if d.name not in finished() and (ckpt := latest_checkpoint(run, d.name)):
+                out[d.name] = ckpt
+        return out
+
+    def wait_for(what: str, condition) -> None:
+        deadline = time.time() + 300
+        while not condition():
+            assert proc.poll() is None, f"the launcher ended before {what}:\n" + \
+                (tmp_path / "first.log").read_text()[-4000:]
+            assert time.time() < deadline, f"timed out waiting until {what}"
+            time.sleep(0.1)
+
+    # Two trials run at a time. Once one has finished, trials reaching step 15 are held there (after their
+    # step-10 checkpoint is registered); then the launcher's whole session is SIGKILLed: driver, raylet,
+    # GCS, agents and trial workers.
+    with open(tmp_path / "first.log", "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            wait_for("a trial finished", lambda: any("_no_unlearn_" not in t for t in finished()))
+            hold.touch()
+            wait_for("a trial was held half-way", lambda: list(tmp_path.glob("hold.held.*")))
+        finally:
+            kill_session(proc.pid)
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    hold.unlink()
+
+    done_before, interrupted = finished(), midway()
+    assert len(done_before) >= 2 and interrupted  # the No-unlearn row and >= 1 trial; >= 1 trial half-way
+
+    def snapshot(trial_id: str) -> dict:
+        files = {name: (p.read_bytes(), p.stat().st_mtime_ns)
+                 for name in ("steps.parquet", "summary.parquet", "_SUCCESS")
+                 if (p := run / "trials" / trial_id / name).exists()}
+        train = run / "train" / trial_id  # a Ray Train run (re-)started for this trial adds checkpoints here
+        files["checkpoints"] = sorted(os.listdir(train)) if train.exists() else []
+        return files
+
+    before = {t: snapshot(t) for t in done_before}
+
+    rc = launch(cmd, env, tmp_path / "second.log")
+    out = (tmp_path / "second.log").read_text()
+    assert rc == 0, out[-4000:]
+
+    rows = summaries(run)
+    trials = [r for r in rows.values() if r["method"] != "no_unlearn"]
+    assert len(rows) == 5 and len(trials) == 4
+    assert sorted((json.loads(r["params_json"])["method_params"]["c"], r["lr_mode"]) for r in trials) == [
+        (0.1, "autolr"), (0.1, "static"), (0.9, "autolr"), (0.9, "static")]
+    for r in trials:
+        assert r["status"] == "ok" and r["steps"] == STEPS, r
+        assert step_numbers(run, r["trial_id"]) == list(range(1, STEPS + 1)), r["trial_id"]
+    rerun = [t for t in done_before if snapshot(t) != before[t]]
+    assert rerun == [], f"trials finished before the kill ran again: {rerun}"
+
+    # A trial caught half-way went on from its step-10 checkpoint: its first rows are the checkpoint's own
+    # rows (same wall clock too), not a second computation of them.
+    import torch
+    for trial_id, ckpt in interrupted.items():
+        state = torch.load(run / "train" / trial_id / ckpt / "state.pt", weights_only=False)
+        assert [r["step"] for r in state["rows"]] == list(range(1, 11)), trial_id
+        curve = pq.read_table(run / "trials" / trial_id / "steps.parquet").to_pylist()
+        for saved, written in zip(state["rows"], curve[:10]):
+            assert (saved["wall_s"], saved["loss_retain"]) == (written["wall_s"], written["loss_retain"]), trial_id
