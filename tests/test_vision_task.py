@@ -71,7 +71,7 @@ def test_registered_and_problems(task, tmp_path):
         assert out[0].startswith("g: data[0]: ") and out[0].count(". ") == 0  # one sentence
         return out[0]
 
-    assert "neither 'digits' nor a folder with CIFAR python batches" in one(source=str(tmp_path))
+    assert "is neither 'digits'" in one(source=str(tmp_path)) and "folder with CIFAR python batches" in one(source=str(tmp_path))
     assert "neither 'digits'" in one(source="cifar10")
     assert "allowed: 0..9" in one(forget_class=10)
     assert "integer >= 0" in one(forget_class=-1)
@@ -237,3 +237,24 @@ def test_ensure_target_and_load(task, tmp_path):
     model, labels, splits, ref, _ = load_target(storage, info["hash"], kind="vision")
     assert labels.num_classes == 10 and len(ref) == len(splits["forget"]) == info["n_forget"]
     assert set(splits) == {"forget", "retain", "forget_test", "retain_test"}
+
+
+def test_cifar_from_the_hub_uses_train_and_test_splits(monkeypatch):
+    """The hub path (uoft-cs/cifar10) with a stand-in `datasets` module: images become uint8 CHW."""
+    import sys
+    import types
+
+    import numpy as np
+    from PIL import Image
+
+    from sweeper.tasks.vision import load_cifar_hub
+
+    def load_dataset(source, split):
+        n = 3 if split == "train" else 2
+        imgs = [Image.fromarray(np.full((32, 32, 3), i, dtype=np.uint8)) for i in range(n)]
+        return {"img": imgs, "label": list(range(n))}
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    xtr, ytr, xte, yte = load_cifar_hub("uoft-cs/cifar10")
+    assert xtr.shape == (3, 3, 32, 32) and xtr.dtype == np.uint8 and xte.shape == (2, 3, 32, 32)
+    assert ytr.tolist() == [0, 1, 2] and int(xtr[2, 1, 5, 5]) == 2

@@ -123,6 +123,22 @@ def load_cifar(folder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return xtr, ytr, xte, yte
 
 
+#: Hugging Face ids of the paper's vision datasets and their label column (train and test splits).
+HUB_CIFAR = {"uoft-cs/cifar10": ("label", 10), "uoft-cs/cifar100": ("fine_label", 100)}
+
+
+def load_cifar_hub(source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CIFAR-10/100 from the Hugging Face hub (``uoft-cs/cifar10``, ``uoft-cs/cifar100``) as in ``load_cifar``."""
+    import datasets
+    label_key, _ = HUB_CIFAR[source]
+    out = []
+    for split in ("train", "test"):
+        ds = datasets.load_dataset(source, split=split)
+        x = np.stack([np.asarray(img.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1) for img in ds["img"]])
+        out += [x, np.asarray(ds[label_key], dtype=np.int64)]
+    return tuple(out)
+
+
 def load_digits_split(test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """scikit-learn's 8x8 digits as float images in [0, 1] [N, 1, 8, 8], split per class (seeded)."""
     from sklearn.datasets import load_digits
@@ -189,9 +205,11 @@ class VisionTask(Task):
             out.append(f"{where}: source = {src!r} must be 'digits' or a folder with CIFAR python batches")
         elif src in DIGITS_SOURCES:
             n_classes = 10
+        elif src in HUB_CIFAR:
+            n_classes = HUB_CIFAR[src][1]
         elif not os.path.isdir(src) or _cifar_layout(src) is None:
-            out.append(f"{where}: source = {src!r} is neither 'digits' nor a folder with CIFAR python batches "
-                       f"(data_batch_1 for CIFAR-10, train for CIFAR-100)")
+            out.append(f"{where}: source = {src!r} is neither 'digits', {' nor '.join(map(repr, HUB_CIFAR))}, "
+                       f"nor a folder with CIFAR python batches (data_batch_1 for CIFAR-10, train for CIFAR-100)")
         else:
             n_classes = 10 if _cifar_layout(src) == "cifar10" else 100
         fc = data["forget_class"]
@@ -218,7 +236,8 @@ class VisionTask(Task):
             xtr, ytr, xte, yte = load_digits_split(float(data["test_fraction"]), seed)
             scale = 1.0
         else:
-            xtr, ytr, xte, yte = load_cifar(data["source"])
+            load = load_cifar_hub if data["source"] in HUB_CIFAR else load_cifar
+            xtr, ytr, xte, yte = load(data["source"])
             scale = 255.0
         if fc not in set(ytr.tolist()):
             raise ValueError(f"forget_class {fc} has no training images in {data['source']!r}")
