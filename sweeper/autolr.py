@@ -16,6 +16,7 @@ eta* is accepted only when curvature > 0 and slope < 0 (d descends L_R); it is t
 (GeN's published rule). Otherwise eta is kept (Remark 4.1). The step just taken is rescaled to the new
 eta (theta0 + (eta_new / eta) Delta), as Algorithm 1 applies the new rate to the current update; the
 rescaling is exact for SGD, momentum SGD, Adam and AdamW, whose update is linear in the learning rate.
+With FSDP2 (DTensor parameters) every rank moves its own local shards; the probe losses are global.
 
 Usage (inside the loop)::
 
@@ -103,6 +104,13 @@ def propose_lr(fit: QuadraticFit, lr: float, cfg: AutoLRConfig) -> tuple[float, 
     return min(max(eta, cfg.min_lr), cfg.max_lr), "accepted"
 
 
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """The tensor whose storage holds this rank's values of ``p``: its local shard for a DTensor
+    (under no_grad, ``to_local()`` is an alias of the shard), else ``p`` itself."""
+    to_local = getattr(p, "to_local", None)
+    return to_local() if callable(to_local) else p
+
+
 class AutoLR:
     def __init__(self, cfg: AutoLRConfig):
         self.cfg = cfg
@@ -120,6 +128,9 @@ class AutoLR:
         L_R at theta when train and eval forward passes agree (no active dropout).
         """
         lr = optimizer.param_groups[0]["lr"]
+        # FSDP2 (DTensor parameters): move this rank's shards in place; the probes' forward passes
+        # all-gather the moved shards, and retain_loss() is already global.
+        params = [_local(p) for p in params]
         delta = torch._foreach_mul([p.detach() for p in params], -1.0)   # -theta0
         optimizer.step()                                                   # theta0 + Delta
         torch._foreach_add_(delta, [p.detach() for p in params])           # Delta = theta1 - theta0

@@ -263,8 +263,6 @@ def _check_models(f: str, models: list[dict]) -> list[str]:
         problems += _positive(where, "workers", spec["workers"], integer=True)
         if spec["strategy"] not in STRATEGIES:
             problems.append(f"{where}: strategy = {spec['strategy']!r} is not allowed; allowed: {', '.join(STRATEGIES)}")
-        if spec["strategy"] == "fsdp":  # the GPU path of issue 5; refuse rather than silently run DDP
-            problems.append(f"{where}: strategy 'fsdp' is not implemented yet; use ddp (every worker holds the whole model)")
         if spec["dtype"] not in DTYPES:
             problems.append(f"{where}: dtype = {spec['dtype']!r} is not allowed; allowed: {', '.join(DTYPES)}")
         if not isinstance(spec["cpus_per_worker"], (int, float)) or spec["cpus_per_worker"] < 0:

@@ -12,6 +12,13 @@ Gradients live in one flat buffer that the parameters' ``.grad`` tensors are vie
 is one call, the norms and the dot product are single BLAS calls, and the only memory beyond plain
 training is the copy of g_R: one parameter-sized buffer.
 
+Sharded mode (chosen automatically when the parameters are DTensors, i.e. the model went through
+``sweeper.fsdp.shard_model``): FSDP2 reduce-scatters each backward's gradient (as a SUM over ranks, see
+``sweeper.fsdp.ensure_sum_reduction``) into per-parameter local shards, so there is no flat buffer and
+no all-reduce of gradients. g_R is kept as a list of local-shard copies; ||g_R||^2, ||g_F||^2 and
+g_R.g_F are sums of local-shard dot products, packed in one tensor and all-reduced once per step;
+g = w_R g_R - w_F g_F is written into the local shards with foreach ops.
+
 Usage (no Ray)::
 
     unlearner = Unlearner(model, forget_ds, retain_ds, collate, LoopConfig(method="ngdiff", steps=20))
@@ -29,6 +36,7 @@ import torch
 
 from sweeper.autolr import AutoLR, AutoLRConfig
 from sweeper.distributed import Comm
+from sweeper.fsdp import ensure_sum_reduction, gather_state, is_sharded, restore_state
 from sweeper.lm import sequence_logprobs
 from sweeper.methods import StepScalars, make_rule
 from sweeper.objectives import get_objective
@@ -98,12 +106,27 @@ class StepBatches:
         return self.global_indices(split, step)[self.rank::self.world_size]
 
 
+_DOT_CHUNK = 1 << 22  # elements per partial product: bounds the temporary to 16 MB in float32
+
+
+def _dot_tensor(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a . b (flattened) as a float64 0-d tensor: float32 products summed chunk by chunk with torch's
+    cascaded sum, the partial sums added in float64. A BLAS float32 dot accumulates sequentially and is
+    off by ~1e-5 relative at millions of elements, enough to make 1 worker and N workers disagree;
+    this stays near 1e-8. bf16/fp16 buffers are upcast one chunk at a time."""
+    a, b = a.reshape(-1), b.reshape(-1)
+    total = torch.zeros((), dtype=torch.float64, device=a.device)
+    for i in range(0, a.numel(), _DOT_CHUNK):
+        x, y = a[i:i + _DOT_CHUNK], b[i:i + _DOT_CHUNK]
+        if x.dtype not in (torch.float32, torch.float64):
+            x, y = x.float(), y.float()
+        total += (x * y).sum().double()
+    return total
+
+
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
-    """a . b accumulated in float32 at least (bf16 buffers are upcast chunk by chunk)."""
-    if a.dtype in (torch.float32, torch.float64):
-        return float(torch.dot(a, b))
-    chunk = 1 << 24
-    return float(sum(torch.dot(a[i:i + chunk].float(), b[i:i + chunk].float()) for i in range(0, a.numel(), chunk)))
+    """a . b as a Python float (see ``_dot_tensor``)."""
+    return float(_dot_tensor(a, b))
 
 
 def has_active_dropout(model: torch.nn.Module) -> bool:
@@ -124,8 +147,16 @@ class Unlearner:
             raise ValueError(f"forget_loss {cfg.forget_loss!r} needs the target's cached reference log-probs")
         self.ref_logprobs = ref_logprobs
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.flat = self._attach_flat_grads()
-        self.g_retain = torch.empty_like(self.flat)
+        self.sharded = is_sharded(model)
+        if self.sharded:   # FSDP2: gradients are DTensor shards, reduced by FSDP (see the module docstring)
+            from torch.distributed.tensor import DTensor
+            if not all(isinstance(p, DTensor) for p in self.params):
+                raise ValueError("a sharded model must have every trainable parameter sharded (fully_shard the root)")
+            self.grad_scale = ensure_sum_reduction(model)
+            self.flat, self.g_retain = None, None   # g_retain: a list of local-shard copies, made at step 1
+        else:
+            self.flat = self._attach_flat_grads()
+            self.g_retain = torch.empty_like(self.flat)
         self.optimizer = make_optimizer(cfg.optimizer, self.params, cfg.lr, cfg.weight_decay)
         self.autolr = AutoLR(cfg.autolr) if cfg.autolr else None
         self.reuse_train_loss = not has_active_dropout(model)
@@ -146,6 +177,64 @@ class Unlearner:
             offset += p.numel()
         return flat
 
+    # --- gradient storage: one flat buffer (plain, DDP) or FSDP2's local shards (sharded mode) ---------
+
+    @torch.no_grad()
+    def _local_grads(self) -> list[torch.Tensor]:
+        """Sharded mode: this rank's shard of every parameter's .grad (allocated as zeros if missing)."""
+        out = []
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            out.append(p.grad.to_local())
+        return out
+
+    @torch.no_grad()
+    def _zero_grads(self) -> None:
+        if self.sharded:
+            torch._foreach_zero_(self._local_grads())   # FSDP2 accumulates into existing .grad
+        else:
+            self.flat.zero_()
+
+    @torch.no_grad()
+    def _reduce_grads(self) -> None:
+        """Make the gradient just back-propagated the SUM over ranks (sharded: FSDP already did)."""
+        if not self.sharded:
+            self.comm.all_reduce_sum(self.flat)
+        elif self.grad_scale != 1.0:
+            torch._foreach_mul_(self._local_grads(), self.grad_scale)
+
+    @torch.no_grad()
+    def _save_retain(self) -> None:
+        if not self.sharded:
+            self.g_retain.copy_(self.flat)
+        elif self.g_retain is None:
+            self.g_retain = [g.clone() for g in self._local_grads()]
+        else:
+            torch._foreach_copy_(self.g_retain, self._local_grads())
+
+    @torch.no_grad()
+    def _grad_products(self) -> tuple[float, float, float]:
+        """(||g_R||^2, ||g_F||^2, g_R.g_F) over all parameters; .grad holds g_F."""
+        if not self.sharded:
+            return _dot(self.g_retain, self.g_retain), _dot(self.flat, self.flat), _dot(self.g_retain, self.flat)
+        # local-shard sums, packed in one tensor and all-reduced once
+        sums = torch.zeros(3, dtype=torch.float64, device=self.g_retain[0].device if self.g_retain else "cpu")
+        for r, f in zip(self.g_retain, self._local_grads()):
+            sums += torch.stack([_dot_tensor(r, r), _dot_tensor(f, f), _dot_tensor(r, f)]).double()
+        rr, ff, rf = self.comm.all_reduce_sum(sums).tolist()
+        return rr, ff, rf
+
+    @torch.no_grad()
+    def _combine(self, w_retain: float, w_forget: float) -> None:
+        """g = w_R g_R - w_F g_F, written into the parameters' .grad (where g_F is)."""
+        if not self.sharded:
+            self.flat.mul_(-w_forget).add_(self.g_retain, alpha=w_retain)
+            return
+        grads = self._local_grads()
+        torch._foreach_mul_(grads, -w_forget)
+        torch._foreach_add_(grads, self.g_retain, alpha=w_retain)
+
     def _batch(self, dataset, indices: list[int]) -> dict:
         batch = self.collate([dataset[i] for i in indices])
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -164,17 +253,17 @@ class Unlearner:
         self.model.train()
         rb = self._batch(self.retain_ds, self.batches.indices("retain", t))
         fb = self._batch(self.forget_ds, self.batches.indices("forget", t))
-        self.flat.zero_()
+        self._zero_grads()
         logp_r, n_r_local = self.logprobs(self.model, rb)
         # Losses are per-worker sums over the GLOBAL count, so the all-reduced sum is the exact global
         # mean even when workers hold different numbers of tokens.
         n_r = self.comm.all_reduce_sum(n_r_local.sum().float().reshape(1))[0]
         loss_r_local = -logp_r.sum() / n_r
         loss_r_local.backward()
-        self.comm.all_reduce_sum(self.flat)
-        self.g_retain.copy_(self.flat)
+        self._reduce_grads()
+        self._save_retain()
 
-        self.flat.zero_()
+        self._zero_grads()
         logp_f, n_f_local = self.logprobs(self.model, fb)
         counts = torch.stack([n_f_local.sum().float(), torch.tensor(float(logp_f.shape[0]), device=logp_f.device)])
         n_f_tok, n_f_seq = self.comm.all_reduce_sum(counts)
@@ -182,19 +271,19 @@ class Unlearner:
         values = self.objective.fn(logp_f, ref, **self.cfg.forget_loss_params)
         obj_local = values.sum() / (n_f_tok if self.objective.unit == "tokens" else n_f_seq)
         obj_local.backward()
-        self.comm.all_reduce_sum(self.flat)
+        self._reduce_grads()
 
         losses = torch.stack([loss_r_local.detach(), obj_local.detach(), -logp_f.detach().sum() / n_f_tok])
         loss_r, objective, loss_f = self.comm.all_reduce_sum(losses.float()).tolist()
+        sq_r, sq_f, dot = self._grad_products()
         s = StepScalars(step=t, loss_retain=loss_r, loss_forget=objective,
-                        sq_norm_retain=_dot(self.g_retain, self.g_retain),
-                        sq_norm_forget=_dot(self.flat, self.flat), dot=_dot(self.g_retain, self.flat))
+                        sq_norm_retain=sq_r, sq_norm_forget=sq_f, dot=dot)
         for name in ("loss_retain", "loss_forget", "sq_norm_retain", "sq_norm_forget", "dot"):
             if not math.isfinite(getattr(s, name)):
                 raise Diverged(t, name)
 
         w = self.rule.weights(s)
-        self.flat.mul_(-w.w_forget).add_(self.g_retain, alpha=w.w_retain)   # g = w_R g_R - w_F g_F
+        self._combine(w.w_retain, w.w_forget)   # g = w_R g_R - w_F g_F
         lr = self.optimizer.param_groups[0]["lr"]
         row = dict(step=t, loss_retain=loss_r, loss_forget=loss_f, forget_objective=objective,
                    norm_retain=math.sqrt(s.sq_norm_retain), norm_forget=math.sqrt(s.sq_norm_forget),
@@ -211,11 +300,22 @@ class Unlearner:
         return row
 
     def state_dict(self) -> dict:
-        """Everything a resumed trial needs besides the step counter: model, optimizer and rule state."""
+        """Everything a resumed trial needs besides the step counter: model, optimizer and rule state.
+
+        Sharded mode: a COLLECTIVE (every rank must call it); the full, unsharded model and optimizer
+        state dicts end up on rank 0's CPU (other ranks get empty ones), so the checkpoint is the same
+        file as without sharding apart from the optimizer's keys (parameter names instead of indices).
+        """
+        if self.sharded:
+            return {**gather_state(self.model, self.optimizer), "rule": self.rule.state_dict()}
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "rule": self.rule.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Sharded mode: a collective; rank 0's full state dicts are broadcast and re-sharded."""
+        if self.sharded:
+            restore_state(self.model, self.optimizer, state)
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.rule.load_state_dict(state["rule"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 import uuid
 
 import pyarrow as pa
@@ -78,10 +79,12 @@ class Storage:
                 with open(src, "rb") as f:
                     self.write_bytes(f"{rel}/{sub}", f.read())
 
-    def download_dir(self, rel: str, local_dir: str) -> str:
-        """Copy ``rel`` to a local folder (a no-op returning the path itself when storage is local)."""
+    def download_dir(self, rel: str, local_dir: str | None = None) -> str:
+        """Copy ``rel`` to a local folder (a new temporary one by default); on local storage nothing is
+        copied and the path itself is returned."""
         if self.is_local:
             return self.path(rel)
+        local_dir = local_dir or tempfile.mkdtemp(prefix="sweeper-")
         pafs.copy_files(self.path(rel), local_dir, source_filesystem=self.fs,
                         destination_filesystem=pafs.LocalFileSystem())
         return local_dir

@@ -135,7 +135,7 @@ def ensure_target(model_spec: dict, data: dict, recipe: dict, storage: Storage, 
 def load_target(storage: Storage, key: str, kind: str = "tofu", device: str = "cpu"):
     """(model, tokenizer, splits, reference log-probs, reference data) of a cached target."""
     task = get_task(kind)
-    local = storage.download_dir(f"targets/{key}", tempfile.mkdtemp(prefix=f"target-{key}-"))
+    local = storage.download_dir(f"targets/{key}")
     model, tokenizer = task.load_model(local, device)
     data_dir = os.path.join(local, "data")
     splits = {name[:-5]: _read_jsonl(os.path.join(data_dir, name)) for name in sorted(os.listdir(data_dir))}

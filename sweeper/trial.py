@@ -81,9 +81,19 @@ def train_worker(config: dict) -> None:
     comm = current_comm()
     device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
     task = get_task(spec.data["kind"])
-    model, tokenizer, splits, ref, _ = load_target(storage, spec.target_hash, spec.data["kind"], device=device)
+    # strategy fsdp: load on the CPU, then FSDP2 moves each block's shard to the device (sweeper/fsdp.py)
+    sharded = spec.model.get("strategy") == "fsdp" and torch.distributed.is_initialized()
+    model, tokenizer, splits, ref, _ = load_target(storage, spec.target_hash, spec.data["kind"],
+                                                   device="cpu" if sharded else device)
     reference = _retain_reference(storage, spec)
-    model = model.to(getattr(torch, spec.model["dtype"]))
+    dtype = getattr(torch, spec.model["dtype"])
+    if sharded:
+        from sweeper.fsdp import shard_model
+        mixed = dtype == torch.bfloat16 and torch.cuda.is_available()  # float32 shards, bf16 compute
+        model = shard_model(model.to(torch.float32 if mixed else dtype), device=device,
+                            param_dtype=torch.bfloat16 if mixed else None)
+    else:
+        model = model.to(dtype)
     cfg = LoopConfig(method=spec.method, method_params=spec.method_params, forget_loss=spec.forget_loss,
                      forget_loss_params=spec.forget_loss_params, optimizer=spec.optimizer, lr=spec.lr,
                      weight_decay=spec.weight_decay, steps=spec.steps, batch_size=spec.batch_size,
@@ -109,15 +119,16 @@ def train_worker(config: dict) -> None:
             break
         row["wall_s"] = time.perf_counter() - start
         if t % every == 0 or t == spec.steps:
-            if comm.rank == 0:
+            if comm.rank == 0 or sharded:  # FSDP: generation all-gathers, so every rank evaluates
                 scores = task.curve_metrics(model, tokenizer, splits, spec.eval)
                 row.update(rouge_forget=scores["rouge_forget"], rouge_retain=scores["rouge_retain"])
             rows.append(row)
             _report(spec, unlearner, rows, t, time.perf_counter() - start, comm.rank)
         else:
             rows.append(row)
-    if comm.rank == 0:
+    if comm.rank == 0 or sharded:
         final, samples = task.evaluate(model, tokenizer, splits, spec.eval, reference)
+    if comm.rank == 0:
         summary = summary_row(spec, steps=rows[-1]["step"] if rows else 0, status=status,
                               diverged_step=diverged_step, final_lr=unlearner.optimizer.param_groups[0]["lr"],
                               wall_s=time.perf_counter() - start, **final)
@@ -134,14 +145,19 @@ def _retain_reference(storage: Storage, spec: TrialSpec) -> dict | None:
 
 
 def _report(spec: TrialSpec, unlearner, rows: list[dict], step: int, elapsed: float, rank: int) -> None:
-    """Progress to Tune and a checkpoint (rank 0 only writes it; every rank must call report)."""
+    """Progress to Tune and a checkpoint (rank 0 only writes it; every rank must call report).
+
+    Under FSDP ``unlearner.state_dict()`` is a collective that gathers the full state to rank 0, so every
+    rank calls it; on resume every rank loads that file and ``load_state_dict`` re-shards it.
+    """
     import ray.train
     metrics = {k: rows[-1][k] for k in PROGRESS_KEYS}
+    state = unlearner.state_dict() if rank == 0 or getattr(unlearner, "sharded", False) else None
     if rank != 0:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as d:
-        torch.save({"unlearner": unlearner.state_dict(), "rows": rows, "step": step, "elapsed": elapsed},
+        torch.save({"unlearner": state, "rows": rows, "step": step, "elapsed": elapsed},
                    os.path.join(d, "state.pt"))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 

@@ -216,8 +216,9 @@ CASES = [
     ("bad_target_optimizer", _set("target", "optimizer", "lion"), ["target: optimizer = 'lion' is not allowed"]),
     ("bad_strategy", _set("models", [{"name": "tiny-gpt2", "strategy": "zero3"}]),
      ["models[0]: strategy = 'zero3' is not allowed", "allowed: ddp, fsdp"]),
-    ("fsdp_without_gpus", _set("models", [{"name": "tiny-gpt2", "strategy": "fsdp"}]),
-     ["models[0]: strategy 'fsdp' is not implemented yet; use ddp"]),
+    # strategy fsdp is accepted (gloo on CPU, nccl on GPU): the one problem is the dtype
+    ("fsdp_accepted_bad_dtype", _set("models", [{"name": "tiny-gpt2", "strategy": "fsdp", "dtype": "fp16"}]),
+     ["models[0]: dtype = 'fp16' is not allowed"]),
     ("bad_dtype", _set("models", [{"name": "tiny-gpt2", "dtype": "fp16"}]),
      ["models[0]: dtype = 'fp16' is not allowed", "float32, bfloat16, float16"]),
     ("workers_zero", _set("models", [{"name": "tiny-gpt2", "workers": 0}]),

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from rouge_score import rouge_scorer
 
 
 @lru_cache(maxsize=2)
-def _scorer(use_stemmer: bool) -> rouge_scorer.RougeScorer:
+def _scorer(use_stemmer: bool) -> "rouge_scorer.RougeScorer":
+    from rouge_score import rouge_scorer  # imports nltk (~1 s): only where ROUGE is scored
+
     # Building a scorer is cheap but not free; sweeps call this thousands of times.
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
 
