@@ -46,7 +46,7 @@ TOP_KEYS = {"name", "include", "parts", "plugins", "seeds", "data", "models", "t
 MODEL_KEYS = {"name", "workers", "strategy", "cpus_per_worker", "gpus_per_worker", "dtype", "trust_remote_code"}
 TARGET_KEYS = {"optimizer", "lr", "batch_size", "max_epochs", "exact_match_gate", "check_every", "seed"}
 UNLEARN_KEYS = {"optimizer", "lr", "steps", "batch_size", "weight_decay", "autolr"}
-EVAL_KEYS = {"max_questions", "max_new_tokens", "every", "batch_size", "retrained_reference"}
+EVAL_KEYS = {"max_questions", "max_new_tokens", "every", "batch_size", "retrained_reference", "metrics"}
 LR_MODES = ("static", "autolr")
 STRATEGIES = ("ddp", "fsdp")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -326,6 +326,28 @@ def _check_model_fits_task(f: str, models: list[dict], data: list[dict]) -> list
     return list(dict.fromkeys(problems))
 
 
+def _check_metrics(f: str, metrics, data: list[dict]) -> list[str]:
+    """``eval.metrics`` names summary columns that every data entry's task computes."""
+    from sweeper.tasks import get_task, known_tasks
+    if metrics is None:
+        return []
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+        return [f"{f}: eval: metrics = {metrics!r} must be a non-empty list of metric names"]
+    problems = []
+    for d in data:
+        kind = d.get("kind", "tofu")
+        if kind not in known_tasks():
+            continue
+        allowed = get_task(kind).metric_columns
+        for m in metrics:
+            if m not in allowed:
+                close = difflib.get_close_matches(m, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                problems.append(f"{f}: eval: metric {m!r} is not computed by kind {kind!r}; allowed: "
+                                f"{', '.join(allowed)}{hint}")
+    return list(dict.fromkeys(problems))
+
+
 def _check_methods(f: str, methods: list[dict]) -> list[str]:
     problems = []
     for i, entry in enumerate(methods):
@@ -416,6 +438,7 @@ def validate(doc: dict) -> list[str]:
     problems += _check_models(f, doc["models"])
     problems += _check_data(f, doc["data"])
     problems += _check_model_fits_task(f, doc["models"], doc["data"])
+    problems += _check_metrics(f, doc["eval"].get("metrics"), doc["data"])
     problems += _check_methods(f, doc["methods"])
     problems += _check_run_settings(f, doc)
     return problems

@@ -28,8 +28,9 @@ def target_and_baseline(spec: TrialSpec, storage: Storage, log=print) -> None:
     from sweeper.tasks import get_task
     from sweeper.trial import _retain_reference
     model, tokenizer, splits, _, _ = load_target(storage, spec.target_hash, spec.data["kind"])
-    scores, samples = get_task(spec.data["kind"]).evaluate(model, tokenizer, splits, spec.eval,
-                                                            _retain_reference(storage, spec))
+    task = get_task(spec.data["kind"])
+    scores, samples = task.select(*task.evaluate(model, tokenizer, splits, spec.eval,
+                                                 _retain_reference(storage, spec)), spec.eval)
     log(f"No-unlearn {spec.model['name']}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()
                                                           if isinstance(v, float)))
     row = dict(run=spec.run, trial_id=baseline_id(spec), config_hash=spec.target_hash, code_version=code_version(),

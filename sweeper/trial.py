@@ -127,7 +127,7 @@ def train_worker(config: dict) -> None:
         else:
             rows.append(row)
     if comm.rank == 0 or sharded:
-        final, samples = task.evaluate(model, tokenizer, splits, spec.eval, reference)
+        final, samples = task.select(*task.evaluate(model, tokenizer, splits, spec.eval, reference), spec.eval)
     if comm.rank == 0:
         summary = summary_row(spec, steps=rows[-1]["step"] if rows else 0, status=status,
                               diverged_step=diverged_step, final_lr=unlearner.optimizer.param_groups[0]["lr"],

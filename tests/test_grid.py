@@ -348,3 +348,24 @@ def test_unknown_grid_name_suggests_the_closest():
     assert "grid 'smok'" in msg and "known grids:" in msg and "did you mean 'smoke'?" in msg
     with pytest.raises(GridError, match="known grids:"):
         resolve_grid_path("qqqqqq")
+
+
+def test_eval_metrics_are_selected_by_name(tmp_path):
+    """A grid names its metrics; an unknown one is refused with the allowed names and the closest one."""
+    import yaml
+
+    from sweeper.grid import GridError, expand, load_grid
+    from sweeper.tasks import get_task
+    grid = yaml.safe_load(open("search_spaces/smoke.yaml"))
+    grid["eval"]["metrics"] = ["truth_ratio_forget", "model_utility"]
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(grid))
+    spec = expand(load_grid(tmp_path / "ok.yaml"))[0]
+    task = get_task("tofu")
+    summary, _ = task.select({"truth_ratio_forget": 0.5, "prob_forget": 0.9, "rouge_forget": 0.1}, [], spec.eval)
+    assert summary == {"truth_ratio_forget": 0.5, "prob_forget": None, "rouge_forget": 0.1}
+    grid["eval"]["metrics"] = ["truth_ratio_foget"]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(grid))
+    with pytest.raises(GridError) as e:
+        expand(load_grid(tmp_path / "bad.yaml"))
+    assert "eval: metric 'truth_ratio_foget' is not computed by kind 'tofu'" in str(e.value)
+    assert "did you mean 'truth_ratio_forget'?" in str(e.value)

@@ -16,6 +16,8 @@ from typing import Any, Callable
 import torch
 
 _TASKS: dict[str, type["Task"]] = {}
+#: Summary columns kept whatever ``eval.metrics`` says: the fronts and curves are drawn from them.
+ALWAYS_KEPT = ("rouge_forget", "rouge_retain", "final_loss_forget", "final_loss_retain")
 
 
 def register_task(cls: type["Task"]) -> type["Task"]:
@@ -41,6 +43,8 @@ class Task:
     """The interface; each method's docstring says what targets.py / trial.py expect of it."""
 
     kind: str = ""
+    #: Summary columns this task's ``evaluate`` fills; a grid's ``eval.metrics`` selects among them.
+    metric_columns: tuple[str, ...] = ()
     #: Allowed keys of a grid's data entry and their defaults (``name`` and ``kind`` are always allowed).
     data_defaults: dict[str, Any] = {}
 
@@ -104,6 +108,17 @@ class Task:
         ``reference`` is the retain-only target's own ``evaluate`` output (its ``reference`` dict), when
         the task's metrics compare against it."""
         raise NotImplementedError
+
+    def selected_metrics(self, eval_cfg: dict) -> set[str]:
+        """The metric columns a grid asked for (all of the task's by default); the columns every plot
+        needs (ROUGE or its analogue and the losses) are always kept."""
+        chosen = eval_cfg.get("metrics") or self.metric_columns
+        return set(chosen) | set(ALWAYS_KEPT)
+
+    def select(self, summary: dict, samples: list[dict], eval_cfg: dict) -> tuple[dict, list[dict]]:
+        """``evaluate``'s output restricted to the selected metrics (unselected columns become null)."""
+        keep = self.selected_metrics(eval_cfg)
+        return {k: (v if k in keep or k not in self.metric_columns else None) for k, v in summary.items()}, samples
 
     def reference_data(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict) -> dict:
         """What a retain-only target stores for later comparisons (e.g. per-sample forget truth ratios)."""

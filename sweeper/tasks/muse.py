@@ -156,6 +156,8 @@ def _pairs(rows: list[dict]) -> list[tuple[str, str]]:
 @register_task
 class MuseTask(LanguageModelTask):
     kind = "muse"
+    metric_columns = ("verbmem_forget", "knowmem_forget", "knowmem_retain", "privleak", "rouge_forget",
+                      "rouge_retain", "rouge_f1_forget", "rouge_f1_retain", "final_loss_forget", "final_loss_retain")
     data_defaults = {"source": "builtin", "n_articles": 40, "seed": 0, "max_length": 128}
 
     # --- data -------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from sweeper.models import build_model, is_tiny
 from sweeper.tasks.base import Task, register_task
 from sweeper.tasks.tofu_eval import curve_scores, evaluate_tofu, forget_truth_ratios
 
+LIKELIHOOD_METRICS = {"prob_forget", "prob_retain", "truth_ratio_forget", "truth_ratio_retain", "model_utility",
+                      "forget_quality"}
 GATE_SAMPLE = 64  # questions (half forget, half retain) behind the memorisation gate
 
 
@@ -63,6 +65,9 @@ class LanguageModelTask(Task):
 @register_task
 class TofuTask(LanguageModelTask):
     kind = "tofu"
+    metric_columns = ("rouge_forget", "rouge_retain", "rouge_f1_forget", "rouge_f1_retain", "exact_forget",
+                      "exact_retain", "final_loss_forget", "final_loss_retain", "prob_forget", "prob_retain",
+                      "truth_ratio_forget", "truth_ratio_retain", "model_utility", "forget_quality")
     data_defaults = {"source": "builtin", "n_authors": 20, "qa_per_author": 10, "forget_split": "forget10",
                      "seed": 0}
 
@@ -113,6 +118,8 @@ class TofuTask(LanguageModelTask):
         """TOFU's metrics (``sweeper.tasks.tofu_eval`` defines each): ROUGE, exact, loss, Probability
         and Truth Ratio on forget and retain, Model Utility (with real authors and world facts) and,
         given the retain-only model's ``reference``, Forget Quality; plus per-sample rows."""
+        if not self.selected_metrics(eval_cfg) & LIKELIHOOD_METRICS:  # only generation asked for: skip log-probs
+            return self.curve_metrics(model, tokenizer, splits, eval_cfg), []
         return evaluate_tofu(model, tokenizer, splits, eval_cfg, reference)
 
     def reference_data(self, model, tokenizer, splits, eval_cfg) -> dict:

@@ -195,6 +195,8 @@ def _strided(rows: list, most: int) -> list:
 @register_task
 class VisionTask(Task):
     kind = "vision"
+    metric_columns = ("accuracy_forget", "accuracy_retain", "rouge_forget", "rouge_retain", "final_loss_forget",
+                      "final_loss_retain")
     data_defaults = {"source": "digits", "forget_class": 0, "n_forget": 500, "n_retain": None, "seed": 0,
                      "test_fraction": 0.2}
 
