@@ -88,6 +88,19 @@ class RunData:
         """Seconds all finished trials (and targets) spent in their loops."""
         return float(self.summaries["wall_s"].sum(skipna=True))
 
+    def device_seconds(self) -> dict[str, float]:
+        """Worker-seconds held by the trials' loops: wall seconds x workers, split into GPU-seconds
+        (workers with GPUs, from each trial's config) and CPU-worker-seconds."""
+        import json
+        out = {"gpu": 0.0, "cpu": 0.0}
+        for wall, workers, params in zip(self.summaries["wall_s"], self.summaries["workers"],
+                                         self.summaries["params_json"]):
+            if pd.isna(wall) or pd.isna(workers):
+                continue
+            gpus = (json.loads(params).get("model", {}) if isinstance(params, str) else {}).get("gpus_per_worker", 0)
+            out["gpu" if gpus else "cpu"] += float(wall) * float(workers) * (float(gpus) if gpus else 1.0)
+        return out
+
 
 def load_run(paths: str | os.PathLike | list) -> RunData:
     """Load one or several run directories (local paths or URIs such as ``s3://bucket/runs/x``)."""

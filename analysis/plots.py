@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 
 from analysis.load import BASELINE
 from analysis.pareto import pareto_front
-from analysis.tables import label_trials, model_label
+from analysis.tables import mean_interval, label_trials, model_label
 
 MARKERS = {"ngdiff": "D", "lossnorm": "s", "npo": "^", "rlw": "v", "pcgrad": "P", "imtlg": "X",
            "gradnorm": "h", "ga": "<", "gd": ">", "gdiff": "o"}
@@ -97,11 +97,29 @@ def plot_pareto(df: pd.DataFrame, out_path, vocab_size: int | None = None) -> li
     return _save(fig, out_path)
 
 
+CELL = ["model", "method", "c", "forget_loss", "lr_mode", "lr"]
+
+
+def _seed_means(pts: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """One point per cell (all but the seed): the mean over seeds, with 95% half-widths in
+    ``<x>_err`` / ``<y>_err`` (NaN for a single seed)."""
+    if pts.empty:
+        return pts
+    keys = [k for k in CELL if k in pts]
+    rows = []
+    for _, g in pts.groupby([pts[k].astype(str) for k in keys], sort=False, dropna=False):
+        row = g.iloc[0].copy()
+        for col in (x, y):
+            row[col], row[f"{col}_err"], _ = mean_interval(g[col])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _pareto_panel(ax, df: pd.DataFrame, panel, vocab_size) -> None:
     x, y, xlabel, ylabel, _, min_x, min_y = panel
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    pts = _finite(df, x, y)
+    pts = _seed_means(_finite(df, x, y), x, y)
     if pts.empty:
         ax.text(0.5, 0.5, "no finished trial with these metrics", ha="center", va="center",
                 transform=ax.transAxes, color="grey")
@@ -126,6 +144,10 @@ def _pareto_panel(ax, df: pd.DataFrame, panel, vocab_size) -> None:
                    facecolors="none" if mode == "autolr" else color, linewidths=1.2)
     base = pts[pts["method"] == BASELINE]
     ax.scatter(base[x], base[y], marker="*", s=160, color="gold", edgecolors="black", zorder=5)
+    seeded = pts[pts[f"{x}_err"].notna() | pts[f"{y}_err"].notna()]
+    if len(seeded):  # cells with several seeds: 95% intervals as error bars
+        ax.errorbar(seeded[x], seeded[y], xerr=seeded[f"{x}_err"].fillna(0), yerr=seeded[f"{y}_err"].fillna(0),
+                    fmt="none", ecolor="grey", elinewidth=0.8, capsize=2, zorder=2)
     if vocab_size and x == "final_loss_forget":
         ax.axvline(math.log(vocab_size), color="grey", ls="--", lw=1)
 

@@ -178,7 +178,9 @@ def _index_html(data: RunData, runs, figures, curves, tables, hv: pd.DataFrame, 
              "<p>Runs: " + ", ".join(f"<code>{esc(r)}</code>" for r in runs) + "</p>",
              "<h2>Run summary</h2>",
              f"<p>{n_trials} unlearning trials and {n_targets} No-unlearn target(s) finished (whatever their "
-             f"status); {len(data.unfinished)} trial(s) unfinished. Total loop time: {data.total_wall_s():.1f} s.</p>",
+             f"status); {len(data.unfinished)} trial(s) unfinished. Total loop time: {data.total_wall_s():.1f} s; device time: "
+             f"{data.device_seconds()['gpu'] / 3600:.3f} GPU-hours, {data.device_seconds()['cpu'] / 3600:.3f} "
+             f"CPU-worker-hours.</p>",
              render(["status", "trials"], [[k, str(v)] for k, v in counts.items()], "", "html")]
     if versions:
         parts.append("<p class='note'>Code: " + ", ".join(f"<code>{esc(v)}</code>" for v in versions) + "</p>")

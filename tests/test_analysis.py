@@ -296,3 +296,16 @@ def test_plots_take_raw_steps_with_summaries_and_several_models(run_dir: Path, t
     assert plots.plot_lr_sensitivity(data.curves(), tmp_path / "s.png", method="lossnorm") == [tmp_path / "s.png",
                                                                                                tmp_path / "s.svg"]
     assert plots.plot_lr_sensitivity(data.curves(), tmp_path / "none.png", method="pcgrad") == []
+
+
+def test_seeds_become_one_point_with_a_95_percent_interval():
+    """Cells with several seeds are drawn as their mean with t-interval error bars."""
+    import pandas as pd
+
+    from analysis.plots import _seed_means
+    rows = [dict(model="m", method="ngdiff", c=None, forget_loss="nll", lr_mode="static", lr=1e-3, seed=s,
+                 final_loss_forget=f, final_loss_retain=1.0) for s, f in enumerate([1.0, 2.0, 3.0])]
+    out = _seed_means(pd.DataFrame(rows), "final_loss_forget", "final_loss_retain")
+    assert len(out) == 1 and out["final_loss_forget"].iloc[0] == 2.0
+    assert abs(out["final_loss_forget_err"].iloc[0] - 4.302652729911275 * 1.0 / 3 ** 0.5) < 1e-9
+    assert out["final_loss_retain_err"].iloc[0] == 0.0
