@@ -6,7 +6,7 @@ No-unlearn, TruthRatio >= 70% of No-unlearn. Usage::
     from analysis.success import SuccessCriteria, success_flags
     flags = success_flags(data.summaries, SuccessCriteria(utility_rel_min=0.8))
 
-Metrics whose column is absent (e.g. ``truth_ratio`` in the walking skeleton) are simply skipped.
+Metrics whose column is absent (e.g. ``knowmem_forget`` outside MUSE) are simply skipped.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from analysis.load import BASELINE
 #: answers and Utility on retain answers, which is what the sweep measures today.
 METRICS = {
     "Verbmem": ("rouge_forget", "↓"),
-    "Knowmem": ("knowmem", "↓"),
+    "Knowmem": ("knowmem_forget", "↓"),
     "Utility": ("rouge_retain", "↑"),
-    "TruthRatio": ("truth_ratio", "↑"),
+    "TruthRatio": ("truth_ratio_retain", "↑"),
 }
 #: Columns that identify which No-unlearn target a trial is compared with.
 BASELINE_KEYS = ("model", "dataset")

@@ -127,13 +127,19 @@ class TrialSpec:
 
     @property
     def c(self) -> float | None:
-        return self.method_params.get("c") if self.method == "gdiff" else None
+        return self.method_params.get("c")  # GDiff's c, or a plugin rule's parameter of that name
+
+
+#: Bumped whenever the code changes what a target folder holds (data generation, tokenizer, saved files),
+#: so caches built by older code are not reused.
+TARGET_FORMAT = 2
 
 
 def target_hash(model: dict, data: dict, recipe: dict, variant: str = "full") -> str:
-    """Content hash of what determines a target: the model, the data, the fine-tune recipe and whether
-    it is the No-unlearn model (``full``) or the retrained reference (``retain_only``)."""
-    key = {"model": {k: model[k] for k in ("name", "dtype", "trust_remote_code")}, "data": data, "recipe": recipe}
+    """Content hash of what determines a target: the model, the data, the fine-tune recipe, whether it
+    is the No-unlearn model (``full``) or the retrained reference (``retain_only``), and the format."""
+    key = {"model": {k: model[k] for k in ("name", "dtype", "trust_remote_code")}, "data": data, "recipe": recipe,
+           "format": TARGET_FORMAT}
     if variant != "full":
         key["variant"] = variant
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

@@ -52,7 +52,7 @@ SUMMARY_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("model", pa.string(), "model name from the grid file"),
     ("dataset", pa.string(), "dataset name from the grid file"),
     ("method", pa.string(), "combination rule (gdiff, ngdiff, ...) or no_unlearn"),
-    ("c", pa.float64(), "GDiff's static c, null for other methods"),
+    ("c", pa.float64(), "the rule's parameter c (GDiff's static c), null for rules without one"),
     ("forget_loss", pa.string(), "forget objective: nll or npo"),
     ("lr_mode", pa.string(), "static or autolr"),
     ("lr", pa.float64(), "initial learning rate"),

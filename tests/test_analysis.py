@@ -81,7 +81,7 @@ def _rows():
         "method": ["no_unlearn", "gdiff", "ngdiff", "npo", "ngdiff"],
         "rouge_forget": [1.0, 0.05, 0.10, 0.0, 0.0],
         "rouge_retain": [0.8, 0.56, 0.5, 0.9, 0.9],
-        "truth_ratio": [0.4, 0.28, 0.39, np.nan, 0.3],
+        "truth_ratio_retain": [0.4, 0.28, 0.39, np.nan, 0.3],
     })
 
 

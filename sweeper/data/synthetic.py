@@ -301,8 +301,10 @@ def qa_rows(authors: list[Author], qa_per_author: int) -> list[dict]:
 
 
 def _perturbed_answers(author: Author, t: int, seed: int) -> list[str]:
-    """5 distinct answers of template ``t`` with every stated fact replaced by a wrong one."""
-    fields, _, _, ans, _ = TEMPLATES[t]
+    """5 distinct answers in the *paraphrased* wording of template ``t`` with every stated fact replaced
+    by a wrong one. As in TOFU, the perturbed answers perturb the paraphrase, so the Truth Ratio compares
+    right and wrong facts in one wording instead of rewarding the memorised wording."""
+    fields, _, _, _, ans = TEMPLATES[t]
     true_facts = _facts(author)
     true_answer = _render(ans, true_facts)
     rng = random.Random(f"perturb-{seed}-{author.name}-{t}")
