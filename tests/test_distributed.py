@@ -15,14 +15,12 @@ global count, summed) is.
 from __future__ import annotations
 
 import math
-import socket
-import time
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 import ddp_worker
+from equivalence import autolr_tolerance, rel, spawn_ranks
 from sweeper.distributed import Comm
 from sweeper.lm import sequence_logprobs
 from sweeper.loop import StepBatches
@@ -45,31 +43,13 @@ CASE_TOL = {  # case -> (rows rtol, params atol)
 BULK_FRACTION = 0.999
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """{"dist": [rank0 results, rank1 results], "single": results, "data": the 1-worker setup}."""
     out = tmp_path_factory.mktemp("ddp")
-    # A hang guard, not a speed limit (the run takes ~15 s on 2 idle cores; the machine is shared):
-    # the children time out in the process group (120 s), the loop below bounds the wait here.
-    deadline = time.monotonic() + 150.0
-    ctx = mp.start_processes(ddp_worker.worker, args=(WORLD, _free_port(), str(out)), nprocs=WORLD,
-                             join=False, start_method="spawn")
-    try:
-        while not ctx.join(timeout=1.0):   # raises with the child's traceback if a rank fails
-            if time.monotonic() > deadline:
-                pytest.fail("the distributed workers did not finish within 150 s")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.kill()
-                p.join()
-    dist_results = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    dist_results = spawn_ranks(ddp_worker.worker, WORLD, out, "distributed")
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -81,29 +61,8 @@ def runs(tmp_path_factory):
     return {"dist": dist_results, "single": single, "data": data}
 
 
-def _rel(a: float, b: float) -> float:
-    return abs(a - b) / max(abs(a), abs(b), 1e-30)
 
 
-def _autolr_tolerance(key: str, row: dict, lr_before: float, cfg) -> float:
-    """Absolute tolerance of AutoLR's fit; 0 for every other field (which gets RTOL only).
-
-    slope = (L+ - L-) / (2 xi) and curvature = (L+ - 2 L0 + L-) / xi^2 are differences of float32
-    losses over xi = probe_scale * lr (here 2e-3): a few ulps of L (~5e-7 at L ~ 5) in each probe loss,
-    which summing in a different order (2 shards vs 1) changes, become ~0.1-1 in a curvature of ~6e3.
-    That is the fit's float32 conditioning, not a sharding error, so these fields get the error budget
-    e = 4 ulps of L per probe loss, propagated through the two formulas and eta* = -slope / curvature.
-    """
-    if key not in ("autolr_slope", "autolr_curvature", "autolr_eta_star"):
-        return 0.0
-    xi = cfg.autolr.probe_scale * lr_before
-    e = 4 * torch.finfo(torch.float32).eps * abs(row["loss_retain"])
-    d_slope, d_curv = e / xi, 4 * e / xi ** 2
-    if key == "autolr_slope":
-        return d_slope
-    if key == "autolr_curvature":
-        return d_curv
-    return abs(row["autolr_eta_star"]) * (d_slope / abs(row["autolr_slope"]) + d_curv / abs(row["autolr_curvature"]))
 
 
 def test_ranks_hold_different_token_counts(runs):
@@ -130,11 +89,11 @@ def test_two_workers_reproduce_one(runs, case):
             elif isinstance(w, float) and math.isnan(w):
                 assert math.isnan(g), (key, got["step"], g)
             else:
-                tol = _autolr_tolerance(key, want, lr_before, ddp_worker.CASES[case])
+                tol = autolr_tolerance(key, want, lr_before, ddp_worker.CASES[case])
                 rtol = STEP1_RTOL if got["step"] == 1 else rows_rtol
                 assert math.isclose(g, w, rel_tol=rtol, abs_tol=tol), (key, got["step"], g, w, abs(g - w), tol)
                 if tol == 0.0:
-                    worst = max(worst, _rel(g, w))
+                    worst = max(worst, rel(g, w))
         lr_before = want["lr"]
     if case.startswith("ngdiff_autolr"):
         assert any("autolr_status" in r for r in one["rows"]), "AutoLR never probed"
@@ -182,4 +141,4 @@ def test_mean_of_rank_means_is_not_the_global_mean(runs):
     assert math.isclose(global_mean, one, rel_tol=1e-5)
     assert math.isclose(ours, one, rel_tol=1e-5)
     # the naive average is off by far more than float noise
-    assert _rel(mean_of_means, one) > 1e-3, (mean_of_means, one)
+    assert rel(mean_of_means, one) > 1e-3, (mean_of_means, one)

@@ -23,14 +23,12 @@ model (all ranks generating together) equals the evaluation of the same paramete
 from __future__ import annotations
 
 import math
-import socket
-import time
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 import ddp_worker
+from equivalence import autolr_tolerance, rel, spawn_ranks
 import fsdp_worker
 import sweeper.loop
 from sweeper.distributed import Comm
@@ -54,29 +52,13 @@ def _exact_dot(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.dot(a.double(), b.double()))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """{"dist": [rank0 results, rank1 results], "single": 1-process unsharded results, "data": setup}."""
     out = tmp_path_factory.mktemp("fsdp")
-    deadline = time.monotonic() + 150.0   # a hang guard (the children time out in the process group at 120 s)
-    ctx = mp.start_processes(fsdp_worker.worker, args=(WORLD, _free_port(), str(out)), nprocs=WORLD,
-                             join=False, start_method="spawn")
-    try:
-        while not ctx.join(timeout=1.0):   # raises with the child's traceback if a rank fails
-            if time.monotonic() > deadline:
-                pytest.fail("the FSDP workers did not finish within 150 s")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.kill()
-                p.join()
-    dist_results = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    dist_results = spawn_ranks(fsdp_worker.worker, WORLD, out, "FSDP")
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -90,22 +72,8 @@ def runs(tmp_path_factory):
     return {"dist": dist_results, "single": single, "data": data}
 
 
-def _rel(a: float, b: float) -> float:
-    return abs(a - b) / max(abs(a), abs(b), 1e-30)
 
 
-def _autolr_tolerance(key: str, row: dict, lr_before: float, cfg) -> float:
-    """AutoLR's fit fields: 4 float32 ulps of L per probe loss, propagated (see test_distributed.py)."""
-    if key not in ("autolr_slope", "autolr_curvature", "autolr_eta_star"):
-        return 0.0
-    xi = cfg.autolr.probe_scale * lr_before
-    e = 4 * torch.finfo(torch.float32).eps * abs(row["loss_retain"])
-    d_slope, d_curv = e / xi, 4 * e / xi ** 2
-    if key == "autolr_slope":
-        return d_slope
-    if key == "autolr_curvature":
-        return d_curv
-    return abs(row["autolr_eta_star"]) * (d_slope / abs(row["autolr_slope"]) + d_curv / abs(row["autolr_curvature"]))
 
 
 def _compare_rows(got_rows, want_rows, case, rows_rtol) -> float:
@@ -121,11 +89,11 @@ def _compare_rows(got_rows, want_rows, case, rows_rtol) -> float:
             elif isinstance(w, float) and math.isnan(w):
                 assert math.isnan(g), (key, got["step"], g)
             else:
-                tol = _autolr_tolerance(key, want, lr_before, cfg)
+                tol = autolr_tolerance(key, want, lr_before, cfg)
                 rtol = STEP1_RTOL if got["step"] == 1 else rows_rtol
                 assert math.isclose(g, w, rel_tol=rtol, abs_tol=tol), (key, got["step"], g, w, abs(g - w), tol)
                 if tol == 0.0:
-                    worst = max(worst, _rel(g, w))
+                    worst = max(worst, rel(g, w))
         lr_before = want["lr"]
     return worst
 
