@@ -83,15 +83,23 @@ def local_token_counts(data, world_size: int, step: int = 1) -> list[tuple[int, 
     return out
 
 
-def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    """One rank: gloo process group on 127.0.0.1, every case, results to ``out_dir/rank{r}.pt``."""
+def init_gloo(rank: int, world_size: int, port: int) -> None:
+    """One thread, and a gloo process group on 127.0.0.1 that gives up after 120 s (a hang guard)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    import torch.distributed as dist
-    from sweeper.distributed import TorchDistComm
-    from datetime import timedelta
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
                             timeout=timedelta(seconds=120))
+
+
+def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """One rank: gloo process group on 127.0.0.1, every case, results to ``out_dir/rank{r}.pt``."""
+    import torch.distributed as dist
+
+    from sweeper.distributed import TorchDistComm
+    init_gloo(rank, world_size, port)
     try:
         data = setup()
         comm = TorchDistComm()

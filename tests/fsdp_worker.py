@@ -10,11 +10,10 @@ from rank 0's file, the remaining steps) and the QA evaluation on the sharded mo
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 
 import torch
 
-from ddp_worker import CASES, STEPS, new_model, setup
+from ddp_worker import CASES, STEPS, init_gloo, new_model, setup
 from sweeper.loop import Unlearner
 
 RESUME_CASE = "ngdiff_autolr_adam"
@@ -92,13 +91,11 @@ def eval_rows(data) -> list[dict]:
 
 def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     """One rank: gloo process group, every case sharded, results to ``out_dir/rank{r}.pt``."""
-    torch.set_num_threads(1)
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     import torch.distributed as dist
+
     from sweeper.distributed import TorchDistComm
     from sweeper.evaluate import evaluate_qa
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=120))
+    init_gloo(rank, world_size, port)
     try:
         data = setup()
         comm = TorchDistComm()
