@@ -26,6 +26,9 @@ from sweeper.storage import Storage
 #: (a 1-CPU trial driver plus 1-CPU workers deadlock a 2-CPU machine silently; see RAY-NOTES).
 TRIAL_SLOT = "sweeper_trial_slot"
 
+#: How a trial runs: a Ray Train ``TorchTrainer`` job, or inline in its (reused) Tune trial process.
+RUNNERS = ("train", "inline")
+
 QUIET_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",     # teardown polling: ~6 s -> ~2 s per trial
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
@@ -46,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-concurrent", type=int, default=None, help="cap on concurrent trials (default: what the cluster fits)")
     p.add_argument("--dry-run", action="store_true", help="print trials, resources and concurrency, then stop")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (the same command without it does too)")
+    p.add_argument("--runner", choices=RUNNERS, default="train",
+                   help="train: each trial is a Ray Train job (default); inline: one-worker trials run inside "
+                        "their Tune trial process, which Tune reuses (no per-trial process start-up)")
     p.add_argument("--retry-failed", action="store_true", help="run trials recorded as failed again")
     p.add_argument("--verbose", action="store_true", help="show every Ray worker's log lines (noisy)")
     p.add_argument("--no-report", action="store_true", help="do not write the analysis report at the end")
@@ -112,20 +118,42 @@ def build_targets(specs: list[TrialSpec], storage: Storage) -> None:
         print("\n".join(logs), flush=True)
 
 
-def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, trial_resources: dict,
-               retry_failed: bool = False):
+def runner_problems(specs: list[TrialSpec], runner: str) -> list[str]:
+    """The inline runner holds one worker in the trial's own process: every model must have workers = 1."""
+    if runner != "inline":
+        return []
+    return [f"--runner inline runs one worker per trial, but model {s.model['name']!r} has workers = "
+            f"{s.model['workers']}; use --runner train" for s in {s.model["name"]: s for s in specs}.values()
+            if s.model["workers"] != 1]
+
+
+def inline_resources(specs: list[TrialSpec]):
+    """Per-trial Tune resources of inline trials: the one worker's CPUs (and GPUs), held by the trial itself."""
+    from ray.tune import PlacementGroupFactory
+    shapes = {s.trial_id: {"CPU": s.model["cpus_per_worker"],
+                           **({"GPU": s.model["gpus_per_worker"]} if s.model["gpus_per_worker"] else {})}
+              for s in specs}
+    return lambda config: PlacementGroupFactory([shapes[config["trial"]]])
+
+
+def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, trial_resources,
+               retry_failed: bool = False, runner: str = "train"):
     from ray import tune
 
     from sweeper.trial import run_trial
 
+    inline = runner == "inline"
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(run_trial, specs={s.trial_id: s.to_dict() for s in specs}),
                             trial_resources),
         param_space={"trial": tune.grid_search([s.trial_id for s in specs]), "storage": storage.uri,
-                     "retry_failed": retry_failed},
-        tune_config=tune.TuneConfig(max_concurrent_trials=conc),
-        run_config=tune.RunConfig(name="tune", storage_path=storage.url(run),
-                                  failure_config=tune.FailureConfig(max_failures=0), verbose=1))
+                     "retry_failed": retry_failed, "runner": runner},
+        # inline: reusing the trial process pays the imports once, and Tune restarts a process that dies
+        # (its trial resumes from its checkpoint); a Train job restarts its own workers instead.
+        tune_config=tune.TuneConfig(max_concurrent_trials=conc, reuse_actors=inline),
+        run_config=tune.RunConfig(name="tune", storage_path=storage.url(run), verbose=1,
+                                  failure_config=tune.FailureConfig(
+                                      max_failures=max(s.max_failures for s in specs) if inline else 0)))
     return tuner.fit()
 
 
@@ -138,6 +166,9 @@ def main(argv=None) -> int:
         return 2
     storage = Storage(args.storage)
     run = specs[0].run
+    if (problems := runner_problems(specs, args.runner)):
+        print("error: " + "\n".join(problems), file=sys.stderr)
+        return 2
     if args.dry_run:
         cpus, gpus = float(args.num_cpus or os.cpu_count()), 0.0
         print_plan(specs, args.max_concurrent or concurrency(specs, cpus, gpus, 0), cpus, gpus)
@@ -158,8 +189,11 @@ def main(argv=None) -> int:
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
     # On a cluster started without the custom resource, each trial's own process takes 1 CPU instead.
-    driver_cpu = 0.0 if total.get(TRIAL_SLOT) else 1.0
-    trial_resources = {TRIAL_SLOT: 1} if not driver_cpu else {"CPU": 1}
+    driver_cpu = 0.0 if total.get(TRIAL_SLOT) or args.runner == "inline" else 1.0
+    if args.runner == "inline":  # the trial's own process is its worker
+        trial_resources = inline_resources(specs)
+    else:
+        trial_resources = {TRIAL_SLOT: 1} if not driver_cpu else {"CPU": 1}
     problems = capacity_problems(specs, cpus, gpus, driver_cpu)
     if problems:
         print("error: " + "\n".join(problems), file=sys.stderr)
@@ -170,7 +204,7 @@ def main(argv=None) -> int:
     print(f"stage 1: No-unlearn targets under {storage.url('targets')}", flush=True)
     build_targets(specs, storage)
     print(f"stage 2: {len(specs)} trials, {conc} at a time", flush=True)
-    run_trials(specs, storage, run, conc, trial_resources, retry_failed=args.retry_failed)
+    run_trials(specs, storage, run, conc, trial_resources, retry_failed=args.retry_failed, runner=args.runner)
 
     from analysis.load import load_run
     data = load_run(storage.url(run))

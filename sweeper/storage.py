@@ -58,6 +58,11 @@ class Storage:
         if tmp != target:
             self.fs.move(tmp, target)
 
+    def delete(self, rel: str) -> None:
+        """Remove the file ``rel`` if it exists."""
+        if self.exists(rel):
+            self.fs.delete_file(self.path(rel))
+
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self.path(rel)) as f:
             return f.read()

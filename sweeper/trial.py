@@ -8,6 +8,7 @@ A trial whose ``_SUCCESS`` marker exists is not run again: its summary is report
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -66,20 +67,28 @@ def write_trial(storage: Storage, run: str, trial_id: str, steps: list[dict], su
 
 
 def train_worker(config: dict) -> None:
-    """The Ray Train worker: unlearn, evaluate, checkpoint, and (rank 0) write the trial's Parquet."""
+    """The Ray Train worker: set up the device, then run the trial with Ray Train's report and checkpoints."""
     import ray.train
 
+    device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
+    unlearn_trial(TrialSpec.from_dict(config["spec"]), Storage(config["storage"]), TrainSession(), device)
+
+
+def unlearn_trial(spec: TrialSpec, storage: Storage, session, device) -> None:
+    """One trial, Ray-free: unlearn, evaluate, report/checkpoint through ``session``, (rank 0) write Parquet.
+
+    ``session`` is a :class:`TrainSession` (a Ray Train worker), an :class:`InlineSession` (the Tune trial
+    process itself) or anything with ``restore() -> dict | None`` and ``report(metrics, state)``.
+    """
     from sweeper.autolr import AutoLRConfig
     from sweeper.loop import Diverged, LoopConfig, Unlearner
     from sweeper.methods import import_plugins
     from sweeper.targets import load_target
     from sweeper.tasks import get_task
 
-    spec, storage = TrialSpec.from_dict(config["spec"]), Storage(config["storage"])
     torch.set_num_threads(max(1, int(spec.model["cpus_per_worker"])))
     import_plugins(spec.plugins)
     comm = current_comm()
-    device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
     task = get_task(spec.data["kind"])
     # strategy fsdp: load on the CPU, then FSDP2 moves each block's shard to the device (sweeper/fsdp.py)
     sharded = spec.model.get("strategy") == "fsdp" and torch.distributed.is_initialized()
@@ -102,15 +111,14 @@ def train_worker(config: dict) -> None:
                           task.collate(tokenizer), cfg, comm=comm, ref_logprobs=ref, device=device,
                           logprobs=task.logprobs)
     rows, first, elapsed = [], 1, 0.0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:  # a restarted worker group resumes where the last checkpoint left off
-        with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, "state.pt"), weights_only=False)
+    state = session.restore()
+    if state:  # a restarted trial resumes where the last checkpoint left off
         unlearner.load_state_dict(state["unlearner"])
         rows, first, elapsed = state["rows"], state["step"] + 1, state["elapsed"]
     start = time.perf_counter() - elapsed
     every = spec.eval["every"] or spec.steps
-    status, diverged_step = "ok", None
+    status, diverged_step, final, samples = "ok", None, None, None
+    evaluates = comm.rank == 0 or sharded  # FSDP: generation all-gathers, so every rank evaluates
     for t in range(first, spec.steps + 1):
         try:
             row = unlearner.step(t)
@@ -118,21 +126,75 @@ def train_worker(config: dict) -> None:
             status, diverged_step = "diverged", e.step
             break
         row["wall_s"] = time.perf_counter() - start
+        rows.append(row)
         if t % every == 0 or t == spec.steps:
-            if comm.rank == 0 or sharded:  # FSDP: generation all-gathers, so every rank evaluates
+            if evaluates and t == spec.steps:  # the final evaluation gives the curve's last point too
+                final, samples = task.select(*task.evaluate(model, tokenizer, splits, spec.eval, reference), spec.eval)
+                scores = final
+            elif evaluates:
                 scores = task.curve_metrics(model, tokenizer, splits, spec.eval)
+            if evaluates:
                 row.update(rouge_forget=scores["rouge_forget"], rouge_retain=scores["rouge_retain"])
-            rows.append(row)
-            _report(spec, unlearner, rows, t, time.perf_counter() - start, comm.rank)
-        else:
-            rows.append(row)
-    if comm.rank == 0 or sharded:
+            # Under FSDP state_dict() is a collective that gathers the full state to rank 0: every rank calls it.
+            full = unlearner.state_dict() if comm.rank == 0 or getattr(unlearner, "sharded", False) else None
+            session.report({k: row[k] for k in PROGRESS_KEYS},
+                           {"unlearner": full, "rows": rows, "step": t, "elapsed": time.perf_counter() - start}
+                           if comm.rank == 0 else None)
+    if evaluates and final is None:  # diverged, or resumed from the last step's checkpoint
         final, samples = task.select(*task.evaluate(model, tokenizer, splits, spec.eval, reference), spec.eval)
     if comm.rank == 0:
         summary = summary_row(spec, steps=rows[-1]["step"] if rows else 0, status=status,
                               diverged_step=diverged_step, final_lr=unlearner.optimizer.param_groups[0]["lr"],
                               wall_s=time.perf_counter() - start, **final)
         write_trial(storage, spec.run, spec.trial_id, rows, summary, finished=True, samples=samples)
+
+
+class TrainSession:
+    """Progress and checkpoints through Ray Train (inside a ``TorchTrainer`` worker).
+
+    Every rank must call ``report`` (it is a barrier); only rank 0 passes a state, saved as the checkpoint.
+    On resume every rank loads that file and ``load_state_dict`` re-shards it under FSDP.
+    """
+
+    def restore(self) -> dict | None:
+        import ray.train
+        checkpoint = ray.train.get_checkpoint()
+        if not checkpoint:
+            return None
+        with checkpoint.as_directory() as d:
+            return torch.load(os.path.join(d, "state.pt"), weights_only=False)
+
+    def report(self, metrics: dict, state: dict | None) -> None:
+        import ray.train
+        if state is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, os.path.join(d, "state.pt"))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+class InlineSession:
+    """Progress to Tune and checkpoints in storage, for a one-worker trial run inside the Tune trial process.
+
+    The checkpoint is ``<run>/train/<trial_id>/inline_state.pt`` (written atomically, replaced at every
+    evaluation step), so a relaunched sweep or a restarted trial process resumes from it.
+    """
+
+    def __init__(self, storage: Storage, spec: TrialSpec):
+        self.storage, self.path = storage, f"{spec.run}/train/{spec.trial_id}/inline_state.pt"
+
+    def restore(self) -> dict | None:
+        if not self.storage.exists(self.path):
+            return None
+        return torch.load(io.BytesIO(self.storage.read_bytes(self.path)), weights_only=False)
+
+    def report(self, metrics: dict, state: dict | None) -> None:
+        import ray.tune
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        self.storage.write_bytes(self.path, buf.getvalue())
+        ray.tune.report(metrics)
 
 
 def _retain_reference(storage: Storage, spec: TrialSpec) -> dict | None:
@@ -144,56 +206,27 @@ def _retain_reference(storage: Storage, spec: TrialSpec) -> dict | None:
     return json.loads(storage.read_bytes(rel)) if storage.exists(rel) else None
 
 
-def _report(spec: TrialSpec, unlearner, rows: list[dict], step: int, elapsed: float, rank: int) -> None:
-    """Progress to Tune and a checkpoint (rank 0 only writes it; every rank must call report).
-
-    Under FSDP ``unlearner.state_dict()`` is a collective that gathers the full state to rank 0, so every
-    rank calls it; on resume every rank loads that file and ``load_state_dict`` re-shards it.
-    """
-    import ray.train
-    metrics = {k: rows[-1][k] for k in PROGRESS_KEYS}
-    state = unlearner.state_dict() if rank == 0 or getattr(unlearner, "sharded", False) else None
-    if rank != 0:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as d:
-        torch.save({"unlearner": state, "rows": rows, "step": step, "elapsed": elapsed},
-                   os.path.join(d, "state.pt"))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-
-
 def _status(storage: Storage, base: str) -> str:
     return storage.read_table(f"{base}/summary.parquet").column("status")[0].as_py()
 
 
 def run_trial(config: dict, specs: dict | None = None) -> None:
-    """Tune function trainable: one trial as a Ray Train job; a failure is recorded, never lost.
+    """Tune function trainable: one trial as a Ray Train job (or inline); a failure is recorded, never lost.
 
-    ``config`` holds ``trial`` (a trial id, shown in Tune's table) and ``storage``; ``specs`` maps trial
-    ids to spec dicts (bound with ``tune.with_parameters``), or ``config["spec"]`` holds the spec itself.
+    ``config`` holds ``trial`` (a trial id, shown in Tune's table), ``storage``, and optionally ``runner``
+    (``train``, the default: a ``TorchTrainer`` job; ``inline``: a one-worker trial runs in this process,
+    see :func:`run_inline`) and ``retry_failed``; ``specs`` maps trial ids to spec dicts (bound with
+    ``tune.with_parameters``), or ``config["spec"]`` holds the spec itself.
     """
-    import ray.train
     import ray.tune
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     spec = TrialSpec.from_dict(specs[config["trial"]] if specs else config["spec"])
     storage = Storage(config["storage"])
     base = trial_dir(spec)
     if not storage.exists(f"{base}/_SUCCESS") or (config.get("retry_failed") and _status(storage, base) == "failed"):
-        gpus = spec.model["gpus_per_worker"]
-        resources = {"CPU": spec.model["cpus_per_worker"], **({"GPU": gpus} if gpus else {})}
-        trainer = TorchTrainer(
-            train_worker, train_loop_config={"spec": spec.to_dict(), "storage": storage.uri},
-            scaling_config=ray.train.ScalingConfig(num_workers=spec.model["workers"], use_gpu=bool(gpus),
-                                                   resources_per_worker=resources),
-            run_config=ray.train.RunConfig(
-                name=spec.trial_id, storage_path=storage.url(f"{spec.run}/train"),
-                failure_config=ray.train.FailureConfig(max_failures=spec.max_failures,
-                                                       controller_failure_limit=spec.max_failures),
-                callbacks=[TuneReportCallback()]))
+        run = run_inline if config.get("runner") == "inline" else run_train_job
         try:
-            trainer.fit()
+            run(spec, storage)
         except Exception as e:  # noqa: BLE001 -- recorded as a failed trial; the sweep goes on
             message = f"{type(e).__name__}: {e}".strip()[:4000]
             # A failed trial is finished too (its summary says why); --retry-failed runs it again.
@@ -203,3 +236,44 @@ def run_trial(config: dict, specs: dict | None = None) -> None:
     summary = storage.read_table(f"{base}/summary.parquet").to_pylist()[0]
     ray.tune.report({k: summary[k] for k in ("status", "final_loss_retain", "final_loss_forget", "rouge_forget",
                                              "rouge_retain", "steps") if summary.get(k) is not None})
+
+
+def run_train_job(spec: TrialSpec, storage: Storage) -> None:
+    """The trial as a Ray Train V2 job: ``spec.model['workers']`` workers, restarts from the last checkpoint."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    gpus = spec.model["gpus_per_worker"]
+    resources = {"CPU": spec.model["cpus_per_worker"], **({"GPU": gpus} if gpus else {})}
+    TorchTrainer(
+        train_worker, train_loop_config={"spec": spec.to_dict(), "storage": storage.uri},
+        scaling_config=ray.train.ScalingConfig(num_workers=spec.model["workers"], use_gpu=bool(gpus),
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=spec.trial_id, storage_path=storage.url(f"{spec.run}/train"),
+            # Only the latest checkpoint is ever resumed from; older ones would be model-sized dead weight.
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            failure_config=ray.train.FailureConfig(max_failures=spec.max_failures,
+                                                   controller_failure_limit=spec.max_failures),
+            callbacks=[TuneReportCallback()])).fit()
+
+
+def run_inline(spec: TrialSpec, storage: Storage) -> None:
+    """The trial in this (Tune trial) process: no Train controller, no worker process, imports paid once
+    per reused process. One worker only. An exception is retried ``spec.max_failures`` times, each time
+    from the last checkpoint; a dead process is restarted by Tune (``FailureConfig``) and resumes too."""
+    if spec.model["workers"] != 1:
+        raise ValueError(f"runner 'inline' runs one worker, but model {spec.model['name']!r} has "
+                         f"workers = {spec.model['workers']}")
+    session = InlineSession(storage, spec)
+    device = torch.device("cuda") if spec.model["gpus_per_worker"] and torch.cuda.is_available() else torch.device("cpu")
+    for attempt in range(spec.max_failures + 1):
+        try:
+            unlearn_trial(spec, storage, session, device)
+            break
+        except Exception:  # noqa: BLE001 -- retried from the checkpoint, then recorded by run_trial
+            if attempt == spec.max_failures:
+                raise
+            traceback.print_exc()
+    storage.delete(session.path)

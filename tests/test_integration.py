@@ -70,3 +70,24 @@ def test_second_launch_reuses_target_and_runs_nothing_again(smoke_run):
     assert "cached, reused" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in trial_files} == before
     assert len(summaries(storage / "smoke")) == 9
+
+
+def test_inline_runner_gives_the_train_runners_results(smoke_run):
+    """--runner inline (one-worker trials inside reused Tune trial processes) computes the same trials:
+    every step's losses and learning rate and every final metric equal the Ray Train job's."""
+    storage, _ = smoke_run
+    result = launch("--grid", "smoke", "--storage", str(storage), "--run", "smoke_inline", "--runner", "inline",
+                    "--no-report")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    train, inline = summaries(storage / "smoke"), summaries(storage / "smoke_inline")
+    assert sorted(train) == sorted(inline) and all(r["status"] == "ok" for r in inline.values())
+    for trial, row in inline.items():
+        if row["method"] == "no_unlearn":
+            continue
+        for key in ("final_loss_retain", "final_loss_forget", "rouge_forget", "rouge_retain", "final_lr"):
+            assert row[key] == pytest.approx(train[trial][key], rel=1e-5, abs=1e-7), (trial, key)
+        a, b = (pq.read_table(storage / run / "trials" / trial / "steps.parquet").to_pandas()
+                for run in ("smoke", "smoke_inline"))
+        for col in ("loss_retain", "loss_forget", "lr"):
+            assert a[col].tolist() == pytest.approx(b[col].tolist(), rel=1e-5), (trial, col)
+        assert not (storage / "smoke_inline" / "train" / trial / "inline_state.pt").exists()  # removed when done

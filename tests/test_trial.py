@@ -1,0 +1,112 @@
+"""The trial body without Ray (``sweeper.trial.unlearn_trial``): a trial stopped after a checkpoint and
+resumed from it writes exactly the steps and results of a trial that ran straight through, whichever
+session (Ray Train, inline) stores the checkpoint; and the launcher refuses ``--runner inline`` for a
+multi-worker model before any work starts."""
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from sweeper.grid import expand_grid
+from sweeper.launch import main as launch_main
+from sweeper.storage import Storage
+from sweeper.targets import ensure_target
+from sweeper.trial import InlineSession, unlearn_trial
+
+STEPS, EVERY = 6, 3
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class MemorySession:
+    """Keeps the last checkpoint in memory; optionally crashes on the n-th report (after saving it)."""
+
+    def __init__(self, crash_at_report: int | None = None, state: dict | None = None):
+        self.crash_at, self.state, self.reports = crash_at_report, state, []
+
+    def restore(self):
+        return self.state
+
+    def report(self, metrics, state):
+        self.reports.append(metrics)
+        self.state = state
+        if self.crash_at is not None and len(self.reports) == self.crash_at:
+            raise Crash("stopped on purpose after a checkpoint")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trial")
+    grid = yaml.safe_load(open("search_spaces/smoke.yaml"))
+    grid.update(name="trialtest", methods=[{"method": "ngdiff"}], lr_modes=["autolr"])
+    grid["data"][0].update(n_authors=6, qa_per_author=5)
+    grid["target"].update(max_epochs=20, exact_match_gate=0.0)
+    grid["unlearn"].update(steps=STEPS, autolr={"every": 2})
+    grid["eval"].update(max_questions=4, every=EVERY)
+    path = root / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    spec = expand_grid(str(path))[0]
+    storage = Storage(str(root / "runs"))
+    threads = torch.get_num_threads()
+    ensure_target(spec.model, spec.data, spec.target, storage, log=lambda _: None)
+    yield spec, storage, path
+    torch.set_num_threads(threads)
+
+
+def trial_tables(storage: Storage, spec):
+    base = f"{spec.run}/trials/{spec.trial_id}"
+    steps = storage.read_table(f"{base}/steps.parquet").to_pandas()
+    summary = storage.read_table(f"{base}/summary.parquet").to_pylist()[0]
+    return steps, summary
+
+
+def test_resumed_trial_equals_uninterrupted(setup):
+    spec, storage, _ = setup
+    unlearn_trial(spec, storage, MemorySession(), torch.device("cpu"))
+    straight, straight_summary = trial_tables(storage, spec)
+    storage.delete(f"{spec.run}/trials/{spec.trial_id}/_SUCCESS")
+
+    first = MemorySession(crash_at_report=1)  # stops right after the step-3 checkpoint
+    with pytest.raises(Crash):
+        unlearn_trial(spec, storage, first, torch.device("cpu"))
+    assert first.state["step"] == EVERY
+    second = MemorySession(state=first.state)
+    unlearn_trial(spec, storage, second, torch.device("cpu"))
+    resumed, resumed_summary = trial_tables(storage, spec)
+
+    assert resumed["step"].tolist() == list(range(1, STEPS + 1))
+    assert [r["step"] for r in second.reports] == [STEPS]  # only what was left ran again
+    for col in ("loss_retain", "loss_forget", "lr", "autolr_status"):
+        assert resumed[col].tolist() == straight[col].tolist(), col
+    for key in ("final_loss_retain", "final_loss_forget", "rouge_forget", "rouge_retain", "final_lr"):
+        assert resumed_summary[key] == straight_summary[key], key
+
+
+def test_inline_session_checkpoint_round_trip(setup, monkeypatch):
+    spec, storage, _ = setup
+    reported = []
+    monkeypatch.setattr("ray.tune.report", lambda metrics: reported.append(metrics))
+    session = InlineSession(storage, spec)
+    assert session.restore() is None
+    state = {"unlearner": {"w": torch.arange(3.0)}, "rows": [{"step": 1}], "step": 1, "elapsed": 0.5}
+    session.report({"step": 1}, state)
+    back = InlineSession(storage, spec).restore()  # a new process finds it in storage
+    assert torch.equal(back["unlearner"]["w"], state["unlearner"]["w"]) and back["rows"] == state["rows"]
+    assert reported == [{"step": 1}]
+    storage.delete(session.path)
+    assert session.restore() is None
+
+
+def test_inline_runner_refuses_multi_worker_models(setup, tmp_path, capsys):
+    _, _, path = setup
+    grid = yaml.safe_load(path.read_text())
+    grid["models"][0]["workers"] = 2
+    bad = tmp_path / "two_workers.yaml"
+    bad.write_text(yaml.safe_dump(grid))
+    assert launch_main(["--grid", str(bad), "--runner", "inline", "--dry-run", "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--runner inline runs one worker per trial" in err and "workers = 2" in err
