@@ -15,6 +15,8 @@ Usage::
 """
 from __future__ import annotations
 
+import contextlib
+
 import os
 
 import torch
@@ -89,6 +91,22 @@ def build_model(name: str, *, vocab_size: int | None = None, pad_id: int = 0, eo
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     return transformers.AutoModelForCausalLM.from_pretrained(name, **kwargs)
+
+
+def compute_precision(dtype: str, device) -> contextlib.AbstractContextManager:
+    """Mixed precision for a grid's ``dtype``: parameters, gradients and optimizer state stay float32 and
+    the forward pass runs under ``torch.autocast`` in ``dtype`` (bfloat16/float16).
+
+    Why not cast the model: an Adam step is ~lr per weight, below bf16's resolution (8 bits of mantissa)
+    for most weights at the paper's lr 1e-5, so a pure-bf16 model mostly does not move, and AutoLR's
+    probes at theta +- xi*d would measure rounding. Run under this context::
+
+        with compute_precision("bfloat16", "cuda"):
+            loss = -sequence_logprobs(model, batch)[0].sum()
+    """
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, dtype))
 
 
 def count_parameters(model: torch.nn.Module) -> int:

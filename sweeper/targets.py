@@ -31,6 +31,7 @@ import torch
 
 from sweeper.grid import target_hash
 from sweeper.loop import make_optimizer
+from sweeper.models import compute_precision
 from sweeper.storage import Storage
 from sweeper.tasks import get_task
 
@@ -109,7 +110,9 @@ def ensure_target(model_spec: dict, data: dict, recipe: dict, storage: Storage, 
         model = task.build_model(model_spec, tokenizer, recipe["seed"])
         if torch.cuda.is_available():
             model = model.cuda()
-        metrics = fine_tune(task, model, tokenizer, task.train_rows(splits, variant), splits, recipe, log)
+        precision = compute_precision(model_spec["dtype"], next(model.parameters()).device)
+        with precision:
+            metrics = fine_tune(task, model, tokenizer, task.train_rows(splits, variant), splits, recipe, log)
         if not metrics["gate_passed"]:
             log(f"WARNING: target {key} reached only {metrics['gate_exact']:.2f} (gate "
                 f"{recipe['exact_match_gate']}) after {metrics['epochs']} epochs; raise target.max_epochs or lr")
@@ -118,10 +121,11 @@ def ensure_target(model_spec: dict, data: dict, recipe: dict, storage: Storage, 
         task.save_model(model, tokenizer, out)
         for name, rows in splits.items():
             _write_jsonl(os.path.join(out, "data", f"{name}.json"), rows)
-        torch.save(reference_logprobs(task, model, tokenizer, splits["forget"]), os.path.join(out, "ref_logprobs.pt"))
-        if variant == "retain_only" and eval_cfg is not None:
-            with open(os.path.join(out, "reference.json"), "w") as f:
-                json.dump(task.reference_data(model, tokenizer, splits, eval_cfg), f)
+        with precision:  # NPO's reference log-probs in the same precision as the trials' forward passes
+            torch.save(reference_logprobs(task, model, tokenizer, splits["forget"]), os.path.join(out, "ref_logprobs.pt"))
+            if variant == "retain_only" and eval_cfg is not None:
+                with open(os.path.join(out, "reference.json"), "w") as f:
+                    json.dump(task.reference_data(model, tokenizer, splits, eval_cfg), f)
         metrics.update(hash=key, variant=variant, model=model_spec["name"], n_forget=len(splits["forget"]),
                        n_retain=len(splits["retain"]), vocab_size=len(tokenizer) if tokenizer is not None else None,
                        n_parameters=sum(p.numel() for p in model.parameters()))

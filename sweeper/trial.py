@@ -8,6 +8,7 @@ A trial whose ``_SUCCESS`` marker exists is not run again: its summary is report
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -80,73 +81,102 @@ def unlearn_trial(spec: TrialSpec, storage: Storage, session, device) -> None:
     ``session`` is a :class:`TrainSession` (a Ray Train worker), an :class:`InlineSession` (the Tune trial
     process itself) or anything with ``restore() -> dict | None`` and ``report(metrics, state)``.
     """
-    from sweeper.autolr import AutoLRConfig
-    from sweeper.loop import Diverged, LoopConfig, Unlearner
     from sweeper.methods import import_plugins
-    from sweeper.targets import load_target
-    from sweeper.tasks import get_task
 
     torch.set_num_threads(max(1, int(spec.model["cpus_per_worker"])))
     import_plugins(spec.plugins)
-    comm = current_comm()
-    task = get_task(spec.data["kind"])
-    # strategy fsdp: load on the CPU, then FSDP2 moves each block's shard to the device (sweeper/fsdp.py)
-    sharded = spec.model.get("strategy") == "fsdp" and torch.distributed.is_initialized()
-    model, tokenizer, splits, ref, _ = load_target(storage, spec.target_hash, spec.data["kind"],
-                                                   device="cpu" if sharded else device)
-    reference = _retain_reference(storage, spec)
-    dtype = getattr(torch, spec.model["dtype"])
-    if sharded:
-        from sweeper.fsdp import shard_model
-        mixed = dtype == torch.bfloat16 and torch.cuda.is_available()  # float32 shards, bf16 compute
-        model = shard_model(model.to(torch.float32 if mixed else dtype), device=device,
-                            param_dtype=torch.bfloat16 if mixed else None)
-    else:
-        model = model.to(dtype)
-    cfg = LoopConfig(method=spec.method, method_params=spec.method_params, forget_loss=spec.forget_loss,
-                     forget_loss_params=spec.forget_loss_params, optimizer=spec.optimizer, lr=spec.lr,
-                     weight_decay=spec.weight_decay, steps=spec.steps, batch_size=spec.batch_size,
-                     autolr=AutoLRConfig(**spec.autolr) if spec.lr_mode == "autolr" else None, seed=spec.seed)
-    unlearner = Unlearner(model, task.dataset(splits["forget"], tokenizer), task.dataset(splits["retain"], tokenizer),
-                          task.collate(tokenizer), cfg, comm=comm, ref_logprobs=ref, device=device,
-                          logprobs=task.logprobs)
+    trial = _Trial(spec, storage, device)
     rows, first, elapsed = [], 1, 0.0
     state = session.restore()
     if state:  # a restarted trial resumes where the last checkpoint left off
-        unlearner.load_state_dict(state["unlearner"])
+        trial.unlearner.load_state_dict(state["unlearner"])
         rows, first, elapsed = state["rows"], state["step"] + 1, state["elapsed"]
     start = time.perf_counter() - elapsed
-    every = spec.eval["every"] or spec.steps
-    status, diverged_step, final, samples = "ok", None, None, None
-    evaluates = comm.rank == 0 or sharded  # FSDP: generation all-gathers, so every rank evaluates
-    for t in range(first, spec.steps + 1):
-        try:
-            row = unlearner.step(t)
-        except Diverged as e:  # every worker sees the same global scalars, so all stop at the same step
-            status, diverged_step = "diverged", e.step
-            break
-        row["wall_s"] = time.perf_counter() - start
-        rows.append(row)
-        if t % every == 0 or t == spec.steps:
-            if evaluates and t == spec.steps:  # the final evaluation gives the curve's last point too
-                final, samples = task.select(*task.evaluate(model, tokenizer, splits, spec.eval, reference), spec.eval)
-                scores = final
-            elif evaluates:
-                scores = task.curve_metrics(model, tokenizer, splits, spec.eval)
-            if evaluates:
-                row.update(rouge_forget=scores["rouge_forget"], rouge_retain=scores["rouge_retain"])
-            # Under FSDP state_dict() is a collective that gathers the full state to rank 0: every rank calls it.
-            full = unlearner.state_dict() if comm.rank == 0 or getattr(unlearner, "sharded", False) else None
-            session.report({k: row[k] for k in PROGRESS_KEYS},
-                           {"unlearner": full, "rows": rows, "step": t, "elapsed": time.perf_counter() - start}
-                           if comm.rank == 0 else None)
-    if evaluates and final is None:  # diverged, or resumed from the last step's checkpoint
-        final, samples = task.select(*task.evaluate(model, tokenizer, splits, spec.eval, reference), spec.eval)
-    if comm.rank == 0:
+    with trial.precision:
+        status, diverged_step, final = "ok", None, None
+        for t in range(first, spec.steps + 1):
+            try:
+                row = trial.unlearner.step(t)
+            except trial.Diverged as e:  # every worker sees the same global scalars: all stop at the same step
+                status, diverged_step = "diverged", e.step
+                break
+            row["wall_s"] = time.perf_counter() - start
+            rows.append(row)
+            if t % (spec.eval["every"] or spec.steps) == 0 or t == spec.steps:
+                if t == spec.steps:  # the final evaluation gives the curve's last point too
+                    final = trial.evaluate()
+                scores = final[0] if final else trial.curve_metrics()
+                if scores:
+                    row.update(rouge_forget=scores["rouge_forget"], rouge_retain=scores["rouge_retain"])
+                _checkpoint(session, trial, rows, t, time.perf_counter() - start)
+        if final is None:  # diverged, or resumed from the last step's checkpoint
+            final = trial.evaluate()
+    if trial.comm.rank == 0:
         summary = summary_row(spec, steps=rows[-1]["step"] if rows else 0, status=status,
-                              diverged_step=diverged_step, final_lr=unlearner.optimizer.param_groups[0]["lr"],
-                              wall_s=time.perf_counter() - start, **final)
-        write_trial(storage, spec.run, spec.trial_id, rows, summary, finished=True, samples=samples)
+                              diverged_step=diverged_step, final_lr=trial.unlearner.optimizer.param_groups[0]["lr"],
+                              wall_s=time.perf_counter() - start, **final[0])
+        write_trial(storage, spec.run, spec.trial_id, rows, summary, finished=True, samples=final[1])
+
+
+class _Trial:
+    """What one trial works with: the target loaded (and sharded), its task, the Unlearner, the precision."""
+
+    def __init__(self, spec: TrialSpec, storage: Storage, device):
+        from sweeper.autolr import AutoLRConfig
+        from sweeper.loop import Diverged, LoopConfig, Unlearner
+        from sweeper.models import compute_precision
+        from sweeper.targets import load_target
+        from sweeper.tasks import get_task
+
+        self.spec, self.Diverged, self.comm = spec, Diverged, current_comm()
+        self.task = get_task(spec.data["kind"])
+        # strategy fsdp: load on the CPU, then FSDP2 moves each block's shard to the device (sweeper/fsdp.py)
+        self.sharded = spec.model.get("strategy") == "fsdp" and torch.distributed.is_initialized()
+        model, self.tokenizer, self.splits, ref, _ = load_target(storage, spec.target_hash, spec.data["kind"],
+                                                                 device="cpu" if self.sharded else device)
+        self.reference = _retain_reference(storage, spec)
+        # Parameters and optimizer state stay float32; the grid's dtype is the compute dtype: FSDP2's
+        # mixed-precision policy on GPUs, torch.autocast otherwise (sweeper.models.compute_precision).
+        self.model, self.precision = model.to(torch.float32), compute_precision(spec.model["dtype"], device)
+        if self.sharded:
+            from sweeper.fsdp import shard_model
+            mixed = spec.model["dtype"] != "float32" and torch.cuda.is_available()
+            self.model = shard_model(self.model, device=device,
+                                     param_dtype=getattr(torch, spec.model["dtype"]) if mixed else None)
+            self.precision = contextlib.nullcontext() if mixed else self.precision
+        cfg = LoopConfig(method=spec.method, method_params=spec.method_params, forget_loss=spec.forget_loss,
+                         forget_loss_params=spec.forget_loss_params, optimizer=spec.optimizer, lr=spec.lr,
+                         weight_decay=spec.weight_decay, steps=spec.steps, batch_size=spec.batch_size,
+                         autolr=AutoLRConfig(**spec.autolr) if spec.lr_mode == "autolr" else None, seed=spec.seed)
+        task, tok = self.task, self.tokenizer
+        self.unlearner = Unlearner(self.model, task.dataset(self.splits["forget"], tok),
+                                   task.dataset(self.splits["retain"], tok), task.collate(tok), cfg, comm=self.comm,
+                                   ref_logprobs=ref, device=device, logprobs=task.logprobs)
+
+    @property
+    def evaluates(self) -> bool:
+        return self.comm.rank == 0 or self.sharded  # FSDP: generation all-gathers, so every rank evaluates
+
+    def curve_metrics(self) -> dict | None:
+        if not self.evaluates:
+            return None
+        return self.task.curve_metrics(self.model, self.tokenizer, self.splits, self.spec.eval)
+
+    def evaluate(self) -> tuple[dict, list] | None:
+        """(summary metrics, per-sample rows) of the final evaluation, as the grid's eval.metrics select."""
+        if not self.evaluates:
+            return None
+        return self.task.select(*self.task.evaluate(self.model, self.tokenizer, self.splits, self.spec.eval,
+                                                     self.reference), self.spec.eval)
+
+
+def _checkpoint(session, trial: _Trial, rows: list[dict], step: int, elapsed: float) -> None:
+    """Progress and a checkpoint through the session; every rank calls it (a barrier under Ray Train).
+    Under FSDP ``state_dict()`` is a collective that gathers the full state to rank 0: every rank calls it."""
+    rank0 = trial.comm.rank == 0
+    full = trial.unlearner.state_dict() if rank0 or getattr(trial.unlearner, "sharded", False) else None
+    session.report({k: rows[-1][k] for k in PROGRESS_KEYS},
+                   {"unlearner": full, "rows": rows, "step": step, "elapsed": elapsed} if rank0 else None)
 
 
 class TrainSession:

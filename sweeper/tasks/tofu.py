@@ -40,8 +40,9 @@ class LanguageModelTask(Task):
         raise NotImplementedError
 
     def build_model(self, model: dict, tokenizer, seed: int) -> torch.nn.Module:
+        # float32 master weights: the grid's dtype is the compute dtype (sweeper.models.compute_precision)
         return build_model(model["name"], vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id,
-                           eos_id=tokenizer.eos_token_id, seed=seed, dtype=model["dtype"],
+                           eos_id=tokenizer.eos_token_id, seed=seed, dtype="float32",
                            trust_remote_code=model["trust_remote_code"])
 
     def save_model(self, model, tokenizer, out_dir: str) -> None:
