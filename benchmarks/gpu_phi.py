@@ -1,10 +1,16 @@
 """GPU benchmark: the project's real unlearning step (sweeper.loop.Unlearner) on a Phi-1.5-sized model.
 
+Precision measured: the product's mixed precision for a grid's ``dtype: bfloat16``: parameters, gradients
+(the Unlearner's flat buffer), its g_R copy and Adam's moments are float32, and every step runs under
+``sweeper.models.compute_precision("bfloat16", "cuda")`` (torch.autocast), so the matmuls and attention
+compute in bf16. (Pure bf16 weights lost most Adam steps at lr 1e-5 to rounding; the product no longer
+does that, so neither does this benchmark.)
+
 What it does, in one process, offline (no hub, no network, no dataset download):
 
 1. Builds a model with Phi-1.5's published shape from ``transformers.PhiConfig`` (vocab 51200, hidden
    2048, intermediate 8192, 24 layers, 32 heads, partial rotary 0.5, 2048 positions, untied head,
-   gelu_new, dropout 0): 1,418,270,720 parameters, RANDOM weights, built directly on the GPU in bf16
+   gelu_new, dropout 0): 1,418,270,720 parameters, RANDOM weights, built directly on the GPU in FLOAT32
    with ``attn_implementation="sdpa"``. No ``from_pretrained``.
 2. Makes TOFU-like random token data: forget / retain rows of 64..128 tokens, the first quarter to half
    a prompt (labels -100) and the rest an answer, right-padded to 128 by the project's ``collate_qa``;
@@ -13,41 +19,68 @@ What it does, in one process, offline (no hub, no network, no dataset download):
    (device cuda): ``ngdiff`` static, ``gdiff`` (c = 0.5) static, ``ngdiff+autolr`` (AutoLR, K = 10),
    and, as a reference, ``gdiff-plain``: c L_R - (1 - c) L_F by plain gradient accumulation, without the
    Unlearner's flat buffer, g_R copy, dot products and syncs (the gradient of bench_step's "GDiff (b)";
-   ``--no-plain`` drops it). Warm-up steps, then timed blocks of
-   K = 10 steps (so each AutoLR block holds exactly one probe), variants interleaved with the order
-   rotated every repeat, so drift (clocks, other jobs) hits all alike; torch.cuda.synchronize around
-   every step.
-4. Reports per variant: ms/step (min / median / max over blocks), tokens/s, own peak memory
-   (torch.cuda.max_memory_allocated, reset before every block, minus the other variants' resident
-   tensors), FLOPs/step counted with torch.utils.flop_counter.FlopCounterMode on real steps (plus
-   6 N tokens as a cross-check), achieved FLOP/s and MFU against the chip's bf16 dense spec peak
-   (H100 SXM / H200 989 TFLOP/s, H100 PCIe 756, A100 312, ...) AND against a measured 8192^3 bf16
-   torch.mm peak; the NGDiff/GDiff step-time ratio (target <= 1.05) and the AutoLR overhead
-   (target <= 7 %); and a few loop internals (the three dot products, the g_R copy, Adam).
+   ``--no-plain`` drops it). Every step (warm-up, timed, FLOP-counted, and the plain reference's) runs
+   inside ``compute_precision("bfloat16", ...)``, as the product's trials do: torch.autocast with its
+   cast cache off, so every forward pass (AutoLR's probes at theta +- xi Delta included) casts the
+   weights as they are now.
+   At most TWO variants are resident at once, in three phases, each a pair interleaved against the
+   static NGDiff Unlearner:
+
+   * phase A: ``ngdiff`` vs ``gdiff``          -> NGDiff / GDiff (both the Unlearner)
+   * phase B: ``ngdiff`` vs ``ngdiff+autolr``  -> AutoLR overhead
+   * phase C: ``ngdiff`` vs ``gdiff-plain``    -> NGDiff / plain GDiff (reference); GDiff Unlearner /
+     plain GDiff is derived from phases A and C (via ngdiff, not paired)
+
+   Within a phase: warm-up steps, then timed blocks of K = 10 steps (so each AutoLR block holds exactly
+   one probe), the two variants interleaved with the order alternating every repeat, so drift (clocks,
+   other jobs) hits both alike; torch.cuda.synchronize around every step. Between phases everything is
+   freed (del, gc.collect(), torch.cuda.empty_cache()) and the model is rebuilt from the same seed.
+4. Reports per variant and phase: ms/step (min / median / max over blocks), tokens/s, own peak memory
+   (torch.cuda.max_memory_allocated, reset before every block, minus the partner's resident tensors),
+   FLOPs/step counted with torch.utils.flop_counter.FlopCounterMode on real steps (plus 6 N tokens as a
+   cross-check), achieved FLOP/s and MFU against the chip's bf16 dense spec peak (H100 SXM / H200 989
+   TFLOP/s, H100 PCIe 756, A100 312, ...) AND against a measured 8192^3 bf16 torch.mm peak; the
+   NGDiff/GDiff step-time ratio (target <= 1.05) and the AutoLR overhead (target <= 7 %); each phase's
+   resident and peak memory; and a few loop internals (the three dot products, the g_R copy, Adam).
 5. Handles: no GPU (exits with a message unless ``--cpu-smoke``); CUDA OOM (reported, that variant is
-   dropped and the others continue; a variant that ran out of memory only because the others were
-   resident is retried alone at the end, marked "solo"); a global time budget (``--budget-s``, default
-   420 s from start: no new repeat is started that would not finish in time, what was measured is
-   reported).
+   dropped and its partner continues; a variant that ran out of memory only because its partner was
+   resident is retried alone right after its phase, marked "solo"); a global time budget
+   (``--budget-s``, default 420 s from start, shared out among the phases still to run: no new repeat is
+   started that would not finish in its phase's share, what was measured is reported).
 
 Command (from the repository root, on the GPU machine)::
 
     python benchmarks/gpu_phi.py --out benchmarks/gpu_results.json
 
-Expected runtime: about 2-4 minutes on one H100/H200 (imports ~15 s, build ~10 s, warm-up and FLOP
-counting ~20 s, 8 repeats x 4 variants x 10 steps at ~0.2-0.4 s/step, diagnostics ~10 s); never more
-than ~7.5 minutes (the budget). Memory: ~14 GB resident per Unlearner variant (bf16 params, flat grads,
-g_R copy, Adam moments) + ~11 GB for the plain reference + ~15-30 GB of activations: fits an 80 GB H100;
-on smaller GPUs the OOM handling kicks in.
+Memory (N = 1,418,270,720 parameters; GiB = 2^30 bytes):
 
-Verify without a GPU (tiny config, float32, CPU, ~10-30 s on a busy 2-core machine; also builds the
-full-size model on the meta device and prints its parameter count and FLOPs, allocating nothing)::
+* an Unlearner variant keeps 5 x 4 B x N = 26.4 GiB resident: float32 params, flat gradient buffer,
+  g_R copy, Adam m and v; the plain reference 4 x 4 B x N = 21.1 GiB (no g_R);
+* during a step: the bf16 casts of the weights (2 B x N = 2.6 GiB per forward pass; backward
+  keeps) plus one 32 x 128 batch's activations, ~15-20 GiB under autocast (estimated: ~125 KiB per token
+  and layer under CPU autocast, more on CUDA where gelu_new's pow/tanh and layer_norm run in float32);
+  Adam's foreach step and AutoLR's Delta add up to 1-2 x 5.3 GiB after the activations are gone;
+* phase A and B: 2 x 26.4 = 52.8 GiB resident, ~72-76 GiB peak; phase C: 26.4 + 21.1 = 47.6 GiB
+  resident, ~67-71 GiB peak. Fits a 141 GB H200 with room; fits an 80 GB H100 (79 GiB) with little
+  margin: if a pair does not fit, the OOM handling drops one and times it alone after the phase (its
+  ratio then compares separate runs, and the report says so). The report prints each phase's measured
+  resident and peak bytes.
+
+Expected runtime: about 3-5 minutes on one H100/H200 (imports ~15 s, matmul peak ~5 s; per phase: build
+~5-10 s, warm-up and FLOP counting ~5-10 s, 8 repeats x 2 variants x 10 steps at ~0.2-0.4 s/step; 3
+phases; diagnostics ~10 s); never more than ~7.5 minutes (the budget, 420 s, and one block past it at
+most).
+
+Verify without a GPU (tiny config, float32 weights, bf16 CPU autocast, CPU, ~15-40 s on a busy 2-core
+machine; also builds the full-size model in float32 on the meta device and prints its parameter count,
+FLOPs and the float32 resident-bytes estimate, allocating nothing)::
 
     python benchmarks/gpu_phi.py --cpu-smoke --out /tmp/gpu_phi_smoke.json
 
 What to paste into benchmarks/RESULTS.md: the markdown the script prints at the end (also stored under
 "markdown" in the JSON): a "## GPU: ..." section with the GPU name, the per-variant table, the ratio
-table and the internals table; add its "summary" rows to RESULTS.md's summary table if wanted.
+table, the phase (memory) table and the internals table; add its "summary" rows to RESULTS.md's summary
+table if wanted.
 """
 from __future__ import annotations
 
@@ -66,8 +99,9 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 
-# Four models and their optimizer states share the GPU while activations come and go: expandable
-# segments keep fragmentation from turning into a spurious OOM. Set before torch initialises CUDA.
+# Two float32 models and their optimizer states share the GPU while activations and autocast's bf16 weight
+# casts come and go: expandable segments keep fragmentation from turning into a spurious OOM. Set before
+# torch initialises CUDA.
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -83,10 +117,19 @@ from sweeper.autolr import AutoLRConfig  # noqa: E402
 from sweeper.data.qa import IGNORE, collate_qa  # noqa: E402
 from sweeper.lm import sequence_logprobs  # noqa: E402
 from sweeper.loop import LoopConfig, StepBatches, Unlearner, _dot_tensor, make_optimizer  # noqa: E402
+from sweeper.models import compute_precision  # noqa: E402
 
 TARGET_RATIO = 1.05       # NGDiff / GDiff step time
 TARGET_AUTOLR = 0.07      # AutoLR (K = 10) overhead vs static NGDiff
 GIB = 2 ** 30
+
+#: The product's mixed precision for a grid's ``dtype: bfloat16``: float32 weights and state, bf16 compute.
+WEIGHT_DTYPE = torch.float32
+COMPUTE_DTYPE = "bfloat16"
+PRECISION = "bf16 autocast compute, float32 weights and Adam state (the product's mixed precision)"
+#: Bytes per parameter kept resident between steps: float32 params, flat grads, g_R, Adam m and v (the
+#: Unlearner); params, .grad, Adam m and v (the plain reference); the bf16 weight casts live during a step.
+RESIDENT_BYTES_PER_PARAM = {"unlearner": 5 * 4, "plain": 4 * 4, "autocast_cast_cache": 2}
 
 #: Phi-1.5 (microsoft/phi-1_5 config.json): the hyper-parameters that set its shape and compute.
 PHI15 = dict(vocab_size=51200, hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
@@ -106,6 +149,8 @@ SPEC_PEAKS = [("H100 PCIe", 756.0, "H100 PCIe spec"), ("H100 NVL", 835.0, "H100 
               ("L40S", 362.0, "L40S spec")]
 
 VARIANTS = ("ngdiff", "gdiff", "ngdiff+autolr", "gdiff-plain")
+#: At most two variants resident at once: each phase interleaves one pair (its partner is static NGDiff).
+PHASES = (("A", ("ngdiff", "gdiff")), ("B", ("ngdiff", "ngdiff+autolr")), ("C", ("ngdiff", "gdiff-plain")))
 
 
 def fmt_flops(x: float) -> str:
@@ -213,7 +258,8 @@ class PlainGDiff:
     the Unlearner's step t, by plain gradient accumulation (forward+backward of c L_R, then of
     -(1 - c) L_F, into .grad), optimizer step. No flat buffer, no g_R copy, no norms or dot products, one
     sync. The same gradient as bench_step's one-backward "GDiff (b)", but holding one batch's activations
-    at a time (one backward over both graphs would hold both: ~2 x 19 GiB at full size)."""
+    at a time (one backward over both graphs would hold both batches' activations at once). Stepped under the
+    same bf16 autocast as the Unlearner (``Variant.step``); its weights, .grad and Adam state are float32."""
 
     def __init__(self, model, data: Data, c: float, batch_size: int, lr: float, device, seed: int = 0):
         self.model, self.data, self.c, self.device = model, data, c, device
@@ -247,6 +293,8 @@ class Dev:
     def __init__(self, device: torch.device):
         self.device = device
         self.cuda = device.type == "cuda"
+        self.max_alloc = 0      # phase peaks, kept across the per-block resets of the peak counters
+        self.max_reserved = 0
 
     def sync(self) -> None:
         if self.cuda:
@@ -257,7 +305,20 @@ class Dev:
 
     def reset_peak(self) -> None:
         if self.cuda:
+            self.max_alloc = max(self.max_alloc, torch.cuda.max_memory_allocated(self.device))
+            self.max_reserved = max(self.max_reserved, torch.cuda.max_memory_reserved(self.device))
             torch.cuda.reset_peak_memory_stats(self.device)
+
+    def start_phase(self) -> None:
+        self.reset_peak()
+        self.max_alloc = self.max_reserved = 0
+
+    def phase_peaks(self) -> tuple[int, int]:
+        """(max allocated, max reserved) bytes since start_phase."""
+        if not self.cuda:
+            return 0, 0
+        return (max(self.max_alloc, torch.cuda.max_memory_allocated(self.device)),
+                max(self.max_reserved, torch.cuda.max_memory_reserved(self.device)))
 
     def peak(self) -> int:
         return torch.cuda.max_memory_allocated(self.device) if self.cuda else 0
@@ -298,12 +359,23 @@ def spec_peak(name: str) -> tuple[float | None, str]:
     return None, "unknown chip: no spec peak"
 
 
+# ---------------------------------------------------------------- precision
+
+
+def step_precision(dev: Dev):
+    """The context a step runs in: ``compute_precision("bfloat16", device)``, exactly as the product's
+    trials run (torch.autocast with its cast cache off, so every forward pass -- AutoLR's probes at
+    theta +- xi Delta included -- casts the weights as they are now)."""
+    return compute_precision(COMPUTE_DTYPE, dev.device)
+
+
 # ---------------------------------------------------------------- variants
 
 
 class Variant:
-    def __init__(self, name: str):
+    def __init__(self, name: str, phase: str = ""):
         self.name = name
+        self.phase = phase
         self.obj = None           # Unlearner or PlainGDiff
         self.alive = False
         self.error: str | None = None
@@ -317,6 +389,19 @@ class Variant:
         self.warm_step_s: float | None = None
         self.last_row: dict = {}
         self.autolr_statuses: list[str] = []
+
+    @property
+    def key(self) -> str:
+        return f"{self.phase}:{self.name}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} [{self.phase}]" + (" (solo)" if self.solo else "")
+
+    def step(self, dev: Dev, t: int) -> dict:
+        """Step t of this variant under the product's mixed precision (a fresh autocast context)."""
+        with step_precision(dev):
+            return self.obj.step(t)
 
     def persistent(self) -> int:
         o = self.obj
@@ -337,9 +422,9 @@ class Variant:
         dev.free()
 
 
-def make_variant(name: str, base, data: Data, args, device) -> Variant:
-    v = Variant(name)
-    model = copy.deepcopy(base)
+def make_variant(name: str, phase: str, base, data: Data, args, device) -> Variant:
+    v = Variant(name, phase)
+    model = copy.deepcopy(base)   # float32, like base
     if name == "gdiff-plain":
         v.obj = PlainGDiff(model, data, c=0.5, batch_size=args.batch, lr=args.lr, device=device)
     else:
@@ -363,15 +448,15 @@ def guarded(v: Variant, dev: Dev, what: str, fn, others_alive: bool = False):
         if not oom:
             traceback.print_exc(file=sys.stderr)
     # outside the except block: the traceback (and the activations it references) is gone
-    log(f"{v.name}: {err} -- dropped, continuing with the other variants")
+    log(f"{v.label}: {err} -- dropped, continuing with the other variants")
     v.oom_with_others = oom and others_alive
     v.kill(dev, err)
     return None
 
 
-def count_flops(v: Variant, t: int) -> float:
+def count_flops(v: Variant, dev: Dev, t: int) -> float:
     with FlopCounterMode(display=False) as fc:
-        row = v.obj.step(t)
+        row = v.step(dev, t)   # under the same bf16 autocast as the timed steps
     v.last_row = row
     return float(fc.get_total_flops())
 
@@ -386,7 +471,7 @@ def timed_block(v: Variant, dev: Dev, steps: range) -> float:
     for t in steps:
         dev.sync()
         t0 = time.perf_counter()
-        row = v.obj.step(t)
+        row = v.step(dev, t)
         dev.sync()
         dt = time.perf_counter() - t0
         total += dt
@@ -416,7 +501,7 @@ def run_phase(vs: dict[str, Variant], dev: Dev, args, deadline: float, notes: li
             def warm(v=v, t=t):
                 dev.sync()
                 t0 = time.perf_counter()
-                v.obj.step(t)
+                v.step(dev, t)
                 dev.sync()
                 return time.perf_counter() - t0
             dt = guarded(v, dev, f"warm-up step {t}", warm, others_alive=len(alive()) > 1)
@@ -429,11 +514,12 @@ def run_phase(vs: dict[str, Variant], dev: Dev, args, deadline: float, notes: li
         if time.perf_counter() > deadline - 60:
             notes.append(f"{label}: FLOP counting skipped for {v.name} (time budget)")
             continue
-        f = guarded(v, dev, "FLOP counting", lambda v=v: count_flops(v, 2 * K + 1), others_alive=len(alive()) > 1)
+        f = guarded(v, dev, "FLOP counting", lambda v=v: count_flops(v, dev, 2 * K + 1),
+                    others_alive=len(alive()) > 1)
         if f is not None:
             v.flops_normal = f
         if v.alive and v.name.endswith("+autolr"):
-            f = guarded(v, dev, "FLOP counting (probe step)", lambda v=v: count_flops(v, 2 * K),
+            f = guarded(v, dev, "FLOP counting (probe step)", lambda v=v: count_flops(v, dev, 2 * K),
                         others_alive=len(alive()) > 1)
             if f is not None:
                 v.flops_probe = f
@@ -451,9 +537,8 @@ def run_phase(vs: dict[str, Variant], dev: Dev, args, deadline: float, notes: li
                          f"budget (--budget-s {args.budget_s:.0f})")
             log(notes[-1])
             break
+        # rotate who goes first every repeat (a pair alternates: ab, ba, ab, ...)
         order = names[r % len(names):] + names[:r % len(names)]
-        if r % 2:
-            order = order[::-1]
         steps = range(K * (r + 1) + 1, K * (r + 2) + 1)   # the same K steps (one probe at the end) for all
         for n in order:
             v = vs[n]
@@ -496,7 +581,7 @@ def internals(u: Unlearner, dev: Dev, reps: int = 3) -> dict:
     res["zero the flat buffer"] = t_ms(u._zero_grads)
     res["combine g = w_R g_R - w_F g_F"] = t_ms(lambda: u._combine(1.0, 1.0))
     res["optimizer.step (Adam)"] = t_ms(u.optimizer.step)
-    # how many ops the three dot products dispatch (each chunk: 2 upcasts, mul, sum, double, add)
+    # how many ops the three dot products dispatch (float32 buffers: each chunk mul, sum, double, add)
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
@@ -513,10 +598,11 @@ def internals(u: Unlearner, dev: Dev, reps: int = 3) -> dict:
 
 
 def meta_check(seq_len: int = 128, batch: int = 32) -> dict:
-    """Build the FULL Phi-1.5 config on the meta device (no memory), count its parameters, its FLOPs for
-    one fwd+bwd of a [batch, seq_len] batch (no attention mask: the mask code needs real data), and the
-    ops the loop's dot product dispatches on a buffer of that size."""
-    model = build_phi(phi_config(smoke=False), torch.device("meta"), torch.bfloat16)
+    """Build the FULL Phi-1.5 config in float32 on the meta device (no memory), count its parameters, the
+    float32 bytes each variant keeps resident, its FLOPs for one fwd+bwd of a [batch, seq_len] batch (no
+    attention mask: the mask code needs real data; no autocast on meta tensors, and FLOPs do not depend on
+    the dtype), and the ops the loop's dot product dispatches on a float32 buffer of that size."""
+    model = build_phi(phi_config(smoke=False), torch.device("meta"), WEIGHT_DTYPE)
     out = {"params": n_params(model), "matmul_params": n_matmul_params(model),
            "attn_implementation": model.config._attn_implementation,
            "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
@@ -526,6 +612,11 @@ def meta_check(seq_len: int = 128, batch: int = 32) -> dict:
         F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none").sum().backward()
     out["flops_fwd_bwd_one_batch"] = float(fc.get_total_flops())
     out["six_n_tokens_one_batch"] = 6.0 * out["matmul_params"] * batch * seq_len
+    n = out["params"]
+    out["resident_bytes"] = {k: b * n for k, b in RESIDENT_BYTES_PER_PARAM.items()}
+    out["resident_bytes_per_phase"] = {
+        ph: sum(out["resident_bytes"]["plain" if v == "gdiff-plain" else "unlearner"] for v in pair)
+        for ph, pair in PHASES}
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
@@ -535,7 +626,7 @@ def meta_check(seq_len: int = 128, batch: int = 32) -> dict:
             Count.n += 1
             return func(*args, **(kwargs or {}))
 
-    buf = torch.empty(out["params"], dtype=torch.bfloat16, device="meta")
+    buf = torch.empty(out["params"], dtype=WEIGHT_DTYPE, device="meta")   # the flat buffer is float32 now
     with Count():
         _dot_tensor(buf, buf)
     out["ops_per_dot"] = Count.n
@@ -548,15 +639,16 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_results.json"),
                     help="JSON result file (also holds the markdown under 'markdown')")
     ap.add_argument("--cpu-smoke", action="store_true",
-                    help="tiny config, float32, on the CPU: verifies the script without a GPU (not a measurement)")
+                    help="tiny config on the CPU (float32 weights, bf16 CPU autocast): verifies the script "
+                    "without a GPU (not a measurement)")
     ap.add_argument("--budget-s", type=float, default=None, help="global time budget in seconds (default 420; "
                     "smoke 240)")
-    ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 8; smoke 2)")
+    ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats per phase (default 8; smoke 2)")
     ap.add_argument("--k", type=int, default=10, help="AutoLR's K and the block length in steps (default 10)")
     ap.add_argument("--batch", type=int, default=None, help="rows per split and step (default 32; smoke 4)")
     ap.add_argument("--seq-len", type=int, default=None, help="padded sequence length (default 128; smoke 32)")
     ap.add_argument("--lr", type=float, default=1e-5)
-    ap.add_argument("--no-plain", action="store_true", help="skip the plain one-backward GDiff reference")
+    ap.add_argument("--no-plain", action="store_true", help="skip the plain GDiff reference (phase C)")
     ap.add_argument("--matmul-n", type=int, default=None, help="size of the peak-measuring matmul (default 8192)")
     args = ap.parse_args()
     smoke = args.cpu_smoke
@@ -575,7 +667,7 @@ def main() -> None:
 
     device = torch.device("cpu" if smoke else "cuda")
     dev = Dev(device)
-    dtype = torch.float32 if smoke else torch.bfloat16
+    mm_dtype = getattr(torch, COMPUTE_DTYPE)   # the peak that matters: the compute dtype's matmul
     if dev.cuda:
         gpu_name = torch.cuda.get_device_name(device)
         props = torch.cuda.get_device_properties(device)
@@ -585,7 +677,7 @@ def main() -> None:
         gpu_name = "none (CPU smoke test)"
         hw = {"gpu": gpu_name, "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
     hw.update(torch=torch.__version__, transformers=transformers.__version__, python=sys.version.split()[0])
-    log(f"device {device} ({gpu_name}), dtype {dtype}")
+    log(f"device {device} ({gpu_name}), precision: {PRECISION}")
 
     meta = None
     if smoke:
@@ -593,84 +685,125 @@ def main() -> None:
         log(f"full-size Phi-1.5 config on the meta device: {meta['params']:,} parameters "
             f"({meta['params'] / 1e9:.3f} B), {meta['flops_fwd_bwd_one_batch'] / 1e12:.2f} TFLOP per fwd+bwd of "
             f"32 x 128 (6 N tokens: {meta['six_n_tokens_one_batch'] / 1e12:.2f}); the loop's chunked dot "
-            f"dispatches {meta['ops_per_dot']} ops per dot at that size")
+            f"dispatches {meta['ops_per_dot']} ops per dot at that size (CPU chunking); float32 resident: "
+            f"{meta['resident_bytes']['unlearner'] / GIB:.1f} GiB per Unlearner variant, "
+            f"{meta['resident_bytes']['plain'] / GIB:.1f} GiB plain, +"
+            f"{meta['resident_bytes']['autocast_cast_cache'] / GIB:.1f} GiB bf16 weight casts during a step; per "
+            "phase " + ", ".join(f"{ph} {b / GIB:.1f} GiB" for ph, b in meta["resident_bytes_per_phase"].items()))
 
     # peaks: spec (by name) and measured (always)
     spec, spec_why = spec_peak(gpu_name) if dev.cuda else (None, "CPU: no spec peak")
     mm_n = args.matmul_n or (8192 if dev.cuda else 512)
-    mm = measure_matmul_peak(dev, mm_n, dtype, iters=50 if dev.cuda else 5)
+    mm = measure_matmul_peak(dev, mm_n, mm_dtype, iters=50 if dev.cuda else 5)
     log(f"measured {mm['dtype']} {mm_n}^3 torch.mm: {mm['flops_per_s'] / 1e12:.1f} TFLOP/s; spec: "
         f"{'n/a' if spec is None else f'{spec / 1e12:.0f} TFLOP/s'} ({spec_why})")
 
     data = Data(n_forget=40 if smoke else 400, n_retain=360 if smoke else 3600, seq_len=args.seq_len,
                 vocab=phi_config(smoke).vocab_size)
-    names = [n for n in VARIANTS if not (args.no_plain and n == "gdiff-plain")]
-    vs = {n: Variant(n) for n in names}
+    phases = [(ph, pair) for ph, pair in PHASES if not (args.no_plain and "gdiff-plain" in pair)]
+    vs: dict[str, Variant] = {}   # "phase:variant" -> Variant
     config = phi_config(smoke)
+    info: dict = {}
+    inside = None
+    phase_info: list[dict] = []
 
     def build_base():
-        return build_phi(config, device, dtype, seed=0)
+        """The float32 model, rebuilt from the same seed for every phase (the same initial weights)."""
+        return build_phi(config, device, WEIGHT_DTYPE, seed=0)
 
-    base, base_err = None, None
-    try:
-        base = build_base()
-    except Exception as e:  # noqa: BLE001
-        base_err = f"{'OOM' if is_oom(e) else 'error'} building the model: {short_error(e)}"
-    info = {}
-    if base is not None:
-        info = {"params": n_params(base), "matmul_params": n_matmul_params(base),
-                "attn_implementation": base.config._attn_implementation,
-                "dtype": str(next(base.parameters()).dtype).removeprefix("torch.")}
-        log(f"model: {info['params']:,} parameters, {info['dtype']}, attention {info['attn_implementation']}")
-        for n in names:
+    def share(i: int) -> float:
+        """Phase i's deadline: an equal share of the time left among the phases still to run."""
+        now = time.perf_counter()
+        return now + max(0.0, deadline - now) / (len(phases) - i)
+
+    for i, (ph, pair) in enumerate(phases):
+        pvs = {n: Variant(n, ph) for n in pair}   # this phase's two variants, by name
+        vs.update({v.key: v for v in pvs.values()})
+        label = f"phase {ph} ({' vs '.join(pair)})"
+        pi = {"phase": ph, "variants": list(pair), "repeats": 0, "resident": None, "peak_alloc": None,
+              "peak_reserved": None, "seconds": None, "solo": []}
+        phase_info.append(pi)
+        t_phase = time.perf_counter()
+        if t_phase > deadline - 45:
+            notes.append(f"{label}: not run (time budget)")
+            for v in pvs.values():
+                v.error = "not run (time budget)"
+            continue
+        ph_deadline = share(i)
+        dev.free()
+        dev.start_phase()
+        try:
+            base = build_base()
+        except Exception as e:  # noqa: BLE001
+            base = None
+            err = f"{'OOM' if is_oom(e) else 'error'} building the model: {short_error(e)}"
+        if base is None:
+            dev.free()
+            log(f"{label}: {err}")
+            for v in pvs.values():
+                v.error = err
+            continue
+        if not info:
+            info = {"params": n_params(base), "matmul_params": n_matmul_params(base),
+                    "attn_implementation": base.config._attn_implementation,
+                    "dtype": str(next(base.parameters()).dtype).removeprefix("torch."), "compute": COMPUTE_DTYPE,
+                    "precision": PRECISION}
+            log(f"model: {info['params']:,} parameters, {info['dtype']} weights, {COMPUTE_DTYPE} autocast "
+                f"compute, attention {info['attn_implementation']}")
+        for n in pair:
             def build(n=n):
-                v = make_variant(n, base, data, args, device)
-                vs[n] = v
+                v = make_variant(n, ph, base, data, args, device)
+                pvs[n] = vs[v.key] = v
                 return v
-            guarded(vs[n], dev, "construction", build, others_alive=any(v.alive for v in vs.values()))
+            guarded(pvs[n], dev, "construction", build, others_alive=any(v.alive for v in pvs.values()))
         del base
         dev.free()
-        repeats_done = run_phase(vs, dev, args, deadline, notes, "interleaved")
-    else:
-        log(base_err)
-        for v in vs.values():
-            v.error = base_err
-        repeats_done = 0
+        pi["resident"] = dev.allocated() or None
+        log(f"{label}: built" + (f", {pi['resident'] / GIB:.1f} GiB resident" if pi["resident"] else ""))
+        pi["repeats"] = run_phase(pvs, dev, args, ph_deadline, notes, label)
 
-    # loop internals (on the static NGDiff Unlearner, after its last step)
-    inside = None
-    u = vs.get("ngdiff")
-    if u is not None and u.alive and time.perf_counter() < deadline - 30:
-        inside = guarded(u, dev, "internals", lambda: internals(u.obj, dev))
-    for v in vs.values():
-        if v.alive:
-            v.kill(dev)
+        # loop internals (phase A's static NGDiff Unlearner, after its last step)
+        u = pvs.get("ngdiff")
+        if ph == "A" and u is not None and u.alive and time.perf_counter() < deadline - 60:
+            inside = guarded(u, dev, "internals", lambda: internals(u.obj, dev))
+        pi["peak_alloc"], pi["peak_reserved"] = (x or None for x in dev.phase_peaks())
+        for v in pvs.values():
+            if v.alive:
+                v.kill(dev)
+        del u
 
-    # variants that ran out of memory only because the others were resident: alone, if time allows
-    # (one with interleaved blocks already keeps them: those are the better measurement)
-    for n in [n for n in names if vs[n].oom_with_others and not vs[n].blocks]:
-        if time.perf_counter() > deadline - 90:
-            notes.append(f"{n}: no solo retry after its OOM (time budget)")
-            continue
-        log(f"{n}: retrying alone (it ran out of memory next to the other variants)")
-        first_error = vs[n].error
-        try:
-            solo_base = build_base()
-            vs[n] = make_variant(n, solo_base, data, args, device)
-            del solo_base
-            dev.free()
-        except Exception as e:  # noqa: BLE001
-            vs[n].error = f"{first_error}; solo retry: {short_error(e)}"
-            dev.free()
-            continue
-        vs[n].solo = True
-        run_phase({n: vs[n]}, dev, args, deadline, notes, f"solo {n}")
-        if vs[n].alive:
-            notes.append(f"{n}: OOM next to the other variants ({first_error}); timed ALONE afterwards "
-                         f"(not interleaved; its ratios compare medians of different phases)")
-        vs[n].kill(dev)
+        # a variant that ran out of memory only because its partner was resident: alone, if time allows
+        # (one with interleaved blocks keeps them: those are the better measurement)
+        for n in [n for n in pair if pvs[n].oom_with_others and not pvs[n].blocks]:
+            key = f"{ph}:{n}"
+            if time.perf_counter() > deadline - 90:
+                notes.append(f"{n} [{ph}]: no solo retry after its OOM (time budget)")
+                continue
+            log(f"{n} [{ph}]: retrying alone (it ran out of memory next to {' / '.join(m for m in pair if m != n)})")
+            first_error = pvs[n].error
+            try:
+                solo_base = build_base()
+                pvs[n] = vs[key] = make_variant(n, ph, solo_base, data, args, device)
+                del solo_base
+                dev.free()
+            except Exception as e:  # noqa: BLE001
+                solo_base = None
+                pvs[n].error = f"{first_error}; solo retry: {short_error(e)}"
+                dev.free()
+                continue
+            pvs[n].solo = True
+            pi["solo"].append(n)
+            run_phase({n: pvs[n]}, dev, args, share(i), notes, f"{label}, solo {n}")
+            if pvs[n].alive:
+                notes.append(f"{n} [{ph}]: OOM next to its partner ({first_error}); timed ALONE afterwards "
+                             f"(not interleaved; its ratios compare medians of separate runs)")
+            pvs[n].kill(dev)
+        pi["seconds"] = time.perf_counter() - t_phase
+        dev.free()
+        log(f"{label}: done in {pi['seconds']:.0f} s, {pi['repeats']} repeats" +
+            (f", peak {pi['peak_alloc'] / GIB:.1f} GiB allocated" if pi["peak_alloc"] else ""))
 
-    result = assemble(vs, names, args, hw, gpu_name, spec, spec_why, mm, info, meta, inside, notes, repeats_done,
+    result = assemble(vs, phases, args, hw, gpu_name, spec, spec_why, mm, info, meta, inside, notes, phase_info,
                       smoke, data)
     result["seconds"] = time.perf_counter() - T_START
     md = render(result)
@@ -685,7 +818,7 @@ def main() -> None:
 # ---------------------------------------------------------------- report
 
 
-def assemble(vs, names, args, hw, gpu_name, spec, spec_why, mm, info, meta, inside, notes, repeats_done, smoke,
+def assemble(vs, phases, args, hw, gpu_name, spec, spec_why, mm, info, meta, inside, notes, phase_info, smoke,
              data) -> dict:
     K, B, T = args.k, args.batch, args.seq_len
     tokens_step = 2 * B * T   # padded tokens through forward + backward per step (retain + forget batches)
@@ -698,12 +831,12 @@ def assemble(vs, names, args, hw, gpu_name, spec, spec_why, mm, info, meta, insi
         return [s / K * 1e3 for s in v.blocks.values()]
 
     rows, raw = [], {}
-    for n in names:
-        v = vs[n]
-        label = n + (" (solo)" if v.solo else "")
+    for key in [f"{ph}:{n}" for ph, pair in phases for n in pair]:
+        v = vs[key]
+        n, label = v.name, v.label
         if not v.blocks:
             rows.append([label, f"**failed**: {v.error}" if v.error else "not timed", "", "", "", "", "", "", "", ""])
-            raw[n] = {"error": v.error}
+            raw[key] = {"error": v.error}
             continue
         ms = stats(block_ms(v))
         sec = ms["median"] / 1e3
@@ -729,14 +862,15 @@ def assemble(vs, names, args, hw, gpu_name, spec, spec_why, mm, info, meta, insi
                      "n/a" if achieved is None else fmt_flops(achieved),
                      "n/a" if mfu_spec is None else f"{mfu_spec * 100:.1f} %",
                      "n/a" if mfu_mm is None else f"{mfu_mm * 100:.1f} %"])
-        raw[n] = {"block_ms_per_step": block_ms(v), "ms_per_step": ms, "per_step_median_ms": per_step_med,
-                  "tokens_per_s": tokens_step / sec, "answer_tokens_per_s": ans / sec,
-                  "peak_own_bytes": v.peak_own or None, "flops_per_step": flops, "flops_normal_step": v.flops_normal,
-                  "flops_probe_step": v.flops_probe, "six_n_tokens": six_n_v, "achieved_flops_per_s": achieved,
-                  "mfu_spec": mfu_spec, "mfu_measured_matmul": mfu_mm, "solo": v.solo, "error": v.error,
-                  "blocks": len(v.blocks), "autolr_statuses": v.autolr_statuses,
-                  "final_lr": v.last_row.get("lr"), "last_row": {k: x for k, x in v.last_row.items()
-                                                                 if isinstance(x, (int, float, str))}}
+        raw[key] = {"variant": n, "phase": v.phase, "block_ms_per_step": block_ms(v), "ms_per_step": ms,
+                    "per_step_median_ms": per_step_med,
+                    "tokens_per_s": tokens_step / sec, "answer_tokens_per_s": ans / sec,
+                    "peak_own_bytes": v.peak_own or None, "flops_per_step": flops, "flops_normal_step": v.flops_normal,
+                    "flops_probe_step": v.flops_probe, "six_n_tokens": six_n_v, "achieved_flops_per_s": achieved,
+                    "mfu_spec": mfu_spec, "mfu_measured_matmul": mfu_mm, "solo": v.solo, "error": v.error,
+                    "blocks": len(v.blocks), "autolr_statuses": v.autolr_statuses,
+                    "final_lr": v.last_row.get("lr"), "last_row": {k: x for k, x in v.last_row.items()
+                                                                   if isinstance(x, (int, float, str))}}
 
     # ratios per repeat (paired blocks of the same K steps)
     def paired(num, den, minus_one=False):
@@ -748,15 +882,27 @@ def assemble(vs, names, args, hw, gpu_name, spec, spec_why, mm, info, meta, insi
             vals = [a.blocks[r] / b.blocks[r] - (1 if minus_one else 0) for r in common]
             return stats(vals), "paired blocks"
         ra = statistics.median(a.blocks.values()) / statistics.median(b.blocks.values()) - (1 if minus_one else 0)
-        return {"min": ra, "median": ra, "max": ra, "n": 1}, "medians of separate phases"
+        return {"min": ra, "median": ra, "max": ra, "n": 1}, "medians of separate runs (solo retry)"
 
     ratio_rows, summary = [], []
-    where = f"Phi-1.5 size, {gpu_name}" + (" [CPU SMOKE, not a measurement]" if smoke else "")
+    where = (f"Phi-1.5 size, {gpu_name}, bf16 autocast / float32 weights"
+             + (" [CPU SMOKE, not a measurement]" if smoke else ""))
     for what, num, den, target, pct in (
-            ("NGDiff / GDiff (both Unlearner)", "ngdiff", "gdiff", TARGET_RATIO, False),
-            ("NGDiff / GDiff plain (reference)", "ngdiff", "gdiff-plain", TARGET_RATIO, False),
-            ("GDiff Unlearner / GDiff plain", "gdiff", "gdiff-plain", None, False),
-            ("AutoLR (K=10) overhead: ngdiff+autolr / ngdiff - 1", "ngdiff+autolr", "ngdiff", TARGET_AUTOLR, True)):
+            ("NGDiff / GDiff (both Unlearner) [A]", "A:ngdiff", "A:gdiff", TARGET_RATIO, False),
+            ("NGDiff / GDiff plain (reference) [C]", "C:ngdiff", "C:gdiff-plain", TARGET_RATIO, False),
+            ("GDiff Unlearner / GDiff plain [A, C]", None, None, None, False),
+            ("AutoLR (K=10) overhead: ngdiff+autolr / ngdiff - 1 [B]", "B:ngdiff+autolr", "B:ngdiff", TARGET_AUTOLR,
+             True)):
+        if num is None:   # derived across phases: ([C] ngdiff / plain) / ([A] ngdiff / gdiff), via ngdiff
+            c_, a_ = paired("C:ngdiff", "C:gdiff-plain"), paired("A:ngdiff", "A:gdiff")
+            if c_ is None or a_ is None:
+                ratio_rows.append([what, "n/a (a variant failed or was skipped)", "", "", "", ""])
+                continue
+            x = c_[0]["median"] / a_[0]["median"]
+            ratio_rows.append([what, f"**{x:.3f}**", "", "", 1,
+                               "derived: median [C] ngdiff/plain over median [A] ngdiff/gdiff (not paired)"])
+            raw[f"ratio: {what}"] = {"median": x, "derived": True}
+            continue
         pr = paired(num, den, minus_one=pct)
         if pr is None:
             ratio_rows.append([what, "n/a (a variant failed or was skipped)", "", "", "", ""])
@@ -774,14 +920,14 @@ def assemble(vs, names, args, hw, gpu_name, spec, spec_why, mm, info, meta, insi
                             "why": "" if met else "see the GPU section"})
 
     # AutoLR: paired probe-step excess over the static NGDiff step on the same batches
-    a, s_ = vs.get("ngdiff+autolr"), vs.get("ngdiff")
+    a, s_ = vs.get("B:ngdiff+autolr"), vs.get("B:ngdiff")
     if a and s_ and a.step_s and s_.step_s:
         probe_ts = [t for t in a.step_s if t % K == 0 and t in s_.step_s]
         if probe_ts:
             exc = [statistics.median(a.step_s[t]) - statistics.median(s_.step_s[t]) for t in probe_ts]
             step_med = statistics.median(x for xs in s_.step_s.values() for x in xs)
             e = stats([x * 1e3 for x in exc])
-            ratio_rows.append(["AutoLR probe-step excess (ms) and / (K x static step)",
+            ratio_rows.append(["AutoLR probe-step excess (ms) and / (K x static step) [B]",
                                f"{fmt_stats(e, 1)} ms = {statistics.median(exc) / (K * step_med) * 100:.1f} %",
                                f"<= {TARGET_AUTOLR * 100:.0f} %", "", e["n"], "paired steps"])
 
@@ -791,11 +937,16 @@ def assemble(vs, names, args, hw, gpu_name, spec, spec_why, mm, info, meta, insi
             inside_rows.append([k_, x if isinstance(x, (int, str)) else fmt(x, 2)])
 
     intro = [
+        f"Precision: {PRECISION}: the model is built in {info.get('dtype', 'float32')}; every step runs in its own "
+        f"sweeper.models.compute_precision(\"{COMPUTE_DTYPE}\", device) (torch.autocast) context, so matmuls and "
+        f"attention compute in bf16 while parameters, the flat gradient buffer, g_R and Adam's moments stay float32 "
+        f"(5 x 4 B per parameter resident per Unlearner variant).",
         f"Model: Phi-1.5's shape from transformers.PhiConfig (hidden {phi_config(smoke).hidden_size}, "
         f"{phi_config(smoke).num_hidden_layers} layers, vocab {phi_config(smoke).vocab_size}), random weights, "
-        f"{info.get('params', 0):,} parameters, {info.get('dtype', '?')}, attention "
-        f"{info.get('attn_implementation', '?')}; built on the device from the config (offline)."
-        + (" **CPU SMOKE TEST: tiny config, float32, CPU -- checks the script, measures nothing.**" if smoke else ""),
+        f"{info.get('params', 0):,} parameters, {info.get('dtype', '?')} weights, {COMPUTE_DTYPE} autocast compute, "
+        f"attention {info.get('attn_implementation', '?')}; built on the device from the config (offline)."
+        + (" **CPU SMOKE TEST: tiny config, CPU (float32 weights, bf16 CPU autocast) -- checks the script, "
+           "measures nothing.**" if smoke else ""),
         f"Machine: {gpu_name}"
         + (f" ({hw['gpu_memory_gib']:.0f} GiB, sm {hw['capability']}, CUDA {hw['cuda']})" if "cuda" in hw else "")
         + f"; torch {hw['torch']}, transformers {hw['transformers']}, Python {hw['python']}. "
@@ -806,15 +957,19 @@ def assemble(vs, names, args, hw, gpu_name, spec, spec_why, mm, info, meta, insi
         f"right-padded to {T} (prompt labels -100, answer scored); {tokens_step:,} padded tokens per step. "
         f"gdiff-plain: 0.5 L_R - 0.5 L_F by plain gradient accumulation, no flat buffer / g_R copy / dots "
         f"(reference, not the project's loop). "
-        f"Timing: blocks of K = {K} steps (one AutoLR probe per block), variants interleaved, order rotated, "
-        f"torch.cuda.synchronize around each step; {repeats_done} repeats. Cells: min / **median** / max of the "
-        f"blocks' mean ms/step.",
+        f"Timing: {len(phases)} phases with at most two variants resident, each pairing static NGDiff with one "
+        f"other ({', '.join(f'{ph}: {pair[1]}' for ph, pair in phases)}; all freed and the model rebuilt from the "
+        f"same seed between phases); within a phase blocks of K = {K} steps (one AutoLR probe per block), the two "
+        f"variants interleaved, the order alternating, torch.cuda.synchronize around each step; repeats per phase: "
+        + ", ".join(f"{p['phase']} {p['repeats']}" for p in phase_info)
+        + ". Cells: min / **median** / max of the blocks' mean ms/step; [X] = the phase a row or ratio comes from.",
     ]
     table_notes = [
         "tokens/s: padded tokens through the two training forward+backward passes (AutoLR's probe forwards not "
         "counted); answer tok/s: the scored (label) tokens only.",
-        "peak GiB: torch.cuda.max_memory_allocated during the variant's blocks (reset before each), minus what the "
-        "other variants held resident: the variant's own peak, as if alone.",
+        "peak GiB: torch.cuda.max_memory_allocated during the variant's blocks (reset before each), minus what its "
+        "partner held resident: the variant's own peak, as if alone (float32 state + bf16 weight casts + "
+        "activations).",
         "FLOPs/step: torch.utils.flop_counter.FlopCounterMode over one real step (AutoLR: (K-1) normal + 1 probe "
         "step, / K) / 6 N tokens with N = the non-embedding parameters; achieved = counted FLOPs / median step "
         "time; MFU against the spec peak and against the measured matmul peak.",
@@ -826,13 +981,21 @@ def assemble(vs, names, args, hw, gpu_name, spec, spec_why, mm, info, meta, insi
             f"= {meta['flops_fwd_bwd_one_batch'] / 1e12:.2f} TFLOP counted (6 N tokens "
             f"{meta['six_n_tokens_one_batch'] / 1e12:.2f}), i.e. ~{2 * meta['flops_fwd_bwd_one_batch'] / 1e12:.1f} "
             f"TFLOP per unlearning step; the loop's _dot_tensor dispatches {meta['ops_per_dot']} ops per dot "
-            f"product at this size (x 3 per step).")
+            f"product on a float32 buffer of this size with the CPU chunk (x 3 per step). Float32 resident bytes: "
+            f"{meta['resident_bytes']['unlearner'] / GIB:.1f} GiB per Unlearner variant (params, flat grads, g_R, "
+            f"Adam m, v), {meta['resident_bytes']['plain'] / GIB:.1f} GiB for the plain reference, + "
+            f"{meta['resident_bytes']['autocast_cast_cache'] / GIB:.1f} GiB of bf16 weight casts during a step; per "
+            f"phase: " + ", ".join(f"{ph} {b / GIB:.1f} GiB" for ph, b in meta["resident_bytes_per_phase"].items())
+            + " resident, before activations.")
     for v in vs.values():
         if v.error and not v.blocks:
-            table_notes.append(f"{v.name}: {v.error}")
+            table_notes.append(f"{v.label}: {v.error}")
         elif v.error:
-            table_notes.append(f"{v.name}: stopped early: {v.error}")
-    statuses = vs.get("ngdiff+autolr")
+            table_notes.append(f"{v.label}: stopped early: {v.error}")
+    if "B:ngdiff+autolr" in vs:
+        table_notes.append("AutoLR's probe losses (theta +- xi Delta, inside the step) see the moved weights: "
+                           "compute_precision runs autocast with its cast cache off, one bf16 cast per forward.")
+    statuses = vs.get("B:ngdiff+autolr")
     if statuses and statuses.autolr_statuses:
         c = {s: statuses.autolr_statuses.count(s) for s in sorted(set(statuses.autolr_statuses))}
         table_notes.append(f"AutoLR probe outcomes: {c}; final lr {statuses.last_row.get('lr')}.")
@@ -844,15 +1007,26 @@ def assemble(vs, names, args, hw, gpu_name, spec, spec_why, mm, info, meta, insi
         {"caption": "Ratios (per repeat: paired blocks of the same steps)",
          "columns": ["ratio", "min / **median** / max", "target", "result", "n", "how"], "rows": ratio_rows},
     ]
+    gib = (lambda b: "n/a (CPU)" if not b else fmt(b / GIB, 1))
+    tables.append({"caption": "Phases (memory: torch.cuda, all resident variants together)",
+                   "columns": ["phase", "variants", "resident GiB after build", "peak allocated GiB",
+                               "peak reserved GiB", "repeats", "seconds", "solo retries"],
+                   "rows": [[p["phase"], " vs ".join(p["variants"]), gib(p["resident"]), gib(p["peak_alloc"]),
+                             gib(p["peak_reserved"]), p["repeats"],
+                             "not run" if p["seconds"] is None else f"{p['seconds']:.0f}",
+                             ", ".join(p["solo"]) or "-"] for p in phase_info]})
     if inside_rows:
-        tables.append({"caption": "Loop internals on the static NGDiff Unlearner (ms, median of 3; diagnostic)",
+        tables.append({"caption": "Loop internals on phase A's static NGDiff Unlearner (float32 buffers; ms, median "
+                                  "of 3; diagnostic)",
                        "columns": ["part", "ms (or count)"], "rows": inside_rows})
-    title = f"GPU: NGDiff / GDiff / AutoLR step on a Phi-1.5-size model, {gpu_name}"
+    title = (f"GPU: NGDiff / GDiff / AutoLR step on a Phi-1.5-size model, {gpu_name} (bf16 autocast, float32 "
+             f"weights)")
     if smoke:
         title = f"GPU benchmark script, CPU SMOKE TEST (tiny Phi twin, no GPU) -- {gpu_name}"
     return {"title": title, "summary": summary, "intro": intro, "tables": tables, "notes": table_notes + notes,
             "machine": hw, "model": info, "meta_full_size": meta, "matmul_peak": mm,
-            "spec_peak_flops": spec, "spec_peak_source": spec_why, "repeats_done": repeats_done,
+            "spec_peak_flops": spec, "spec_peak_source": spec_why, "precision": PRECISION, "phases": phase_info,
+            "repeats_done": {p["phase"]: p["repeats"] for p in phase_info},
             "args": vars(args), "raw": raw, "internals": inside}
 
 

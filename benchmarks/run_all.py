@@ -1,6 +1,6 @@
 """Run every benchmark and rewrite benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/run_all.py            # all five, about 6-8 minutes on a busy 2-core machine
+    .venv/bin/python benchmarks/run_all.py            # all seven, about 15 minutes on an idle 2-core machine
     .venv/bin/python benchmarks/run_all.py --quick    # fewer repeats: a smoke run, not a measurement
     .venv/bin/python benchmarks/run_all.py --only step,eval
 
@@ -22,7 +22,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BENCHES = ["step", "autolr", "npo", "eval", "ray"]
+BENCHES = ["step", "autolr", "npo", "eval", "ray", "scaling", "profile"]
 
 
 def loadavg() -> str:

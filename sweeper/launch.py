@@ -30,13 +30,25 @@ TRIAL_SLOT = "sweeper_trial_slot"
 RUNNERS = ("train", "inline")
 
 QUIET_ENV = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",     # teardown polling: ~6 s -> ~2 s per trial
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",     # teardown polling: ~6 s -> ~2 s per trial
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_AUTH_MODE": "disabled",
 }
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> None:
+    """Join a cluster (``address``) or start a local Ray with the trial-slot resource; quiet workers."""
+    import ray
+    os.environ.update({k: v for k, v in QUIET_ENV.items() if k not in os.environ})
+    env = {"env_vars": {k: os.environ[k] for k in QUIET_ENV}}
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=verbose)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), resources={TRIAL_SLOT: 10_000}, runtime_env=env,
+                 include_dashboard=False, log_to_driver=verbose)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -136,6 +148,14 @@ def inline_resources(specs: list[TrialSpec]):
     return lambda config: PlacementGroupFactory([shapes[config["trial"]]])
 
 
+def trial_process_resources(specs: list[TrialSpec], runner: str, has_slot: bool):
+    """(Tune resources of each trial's own process, CPUs it takes beyond its workers' for the arithmetic)."""
+    if runner == "inline":  # the trial's own process is its worker
+        return inline_resources(specs), 0.0
+    # On a cluster started without the custom resource, each trial's own process takes 1 CPU instead.
+    return ({TRIAL_SLOT: 1}, 0.0) if has_slot else ({"CPU": 1}, 1.0)
+
+
 def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, trial_resources,
                retry_failed: bool = False, runner: str = "train"):
     from ray import tune
@@ -150,7 +170,7 @@ def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, tr
                      "retry_failed": retry_failed, "runner": runner},
         # inline: reusing the trial process pays the imports once, and Tune restarts a process that dies
         # (its trial resumes from its checkpoint); a Train job restarts its own workers instead.
-        tune_config=tune.TuneConfig(max_concurrent_trials=conc, reuse_actors=inline),
+        tune_config=tune.TuneConfig(max_concurrent_trials=conc, reuse_actors=True),
         run_config=tune.RunConfig(name="tune", storage_path=storage.url(run), verbose=1,
                                   failure_config=tune.FailureConfig(
                                       max_failures=max(s.max_failures for s in specs) if inline else 0)))
@@ -177,23 +197,12 @@ def main(argv=None) -> int:
         print(f"error: {why}", file=sys.stderr)
         return 2
 
-    os.environ.update({k: v for k, v in QUIET_ENV.items() if k not in os.environ})
     import ray
     start = time.time()
-    env = {"env_vars": {k: os.environ[k] for k in QUIET_ENV}}
-    if args.address:
-        ray.init(address=args.address, runtime_env=env, log_to_driver=args.verbose)
-    else:
-        ray.init(num_cpus=args.num_cpus or os.cpu_count(), resources={TRIAL_SLOT: 10_000}, runtime_env=env,
-                 include_dashboard=False, log_to_driver=args.verbose)
+    start_ray(args.address, args.num_cpus, args.verbose)
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
-    # On a cluster started without the custom resource, each trial's own process takes 1 CPU instead.
-    driver_cpu = 0.0 if total.get(TRIAL_SLOT) or args.runner == "inline" else 1.0
-    if args.runner == "inline":  # the trial's own process is its worker
-        trial_resources = inline_resources(specs)
-    else:
-        trial_resources = {TRIAL_SLOT: 1} if not driver_cpu else {"CPU": 1}
+    trial_resources, driver_cpu = trial_process_resources(specs, args.runner, bool(total.get(TRIAL_SLOT)))
     problems = capacity_problems(specs, cpus, gpus, driver_cpu)
     if problems:
         print("error: " + "\n".join(problems), file=sys.stderr)

@@ -106,7 +106,10 @@ def compute_precision(dtype: str, device) -> contextlib.AbstractContextManager:
     """
     if dtype == "float32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, dtype))
+    # cache_enabled=False: autocast otherwise keeps each weight's bf16 copy until the outermost block
+    # exits, so a block around a training loop would keep computing with the weights of step 1 (the
+    # optimizer and AutoLR's probes change them in place). One cast per forward pass is the price.
+    return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, dtype), cache_enabled=False)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

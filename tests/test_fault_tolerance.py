@@ -227,6 +227,8 @@ def test_killed_launcher_resumes_without_rerunning_finished_trials(storage, tmp_
 
     done_before, interrupted = finished(), midway()
     assert len(done_before) >= 2 and interrupted  # the No-unlearn row and >= 1 trial; >= 1 trial half-way
+    import torch  # read now: Ray Train keeps only the latest checkpoint, so the resumed run replaces it
+    held = {t: torch.load(run / "train" / t / ckpt / "state.pt", weights_only=False) for t, ckpt in interrupted.items()}
 
     def snapshot(trial_id: str) -> dict:
         files = {name: (p.read_bytes(), p.stat().st_mtime_ns)
@@ -255,9 +257,7 @@ def test_killed_launcher_resumes_without_rerunning_finished_trials(storage, tmp_
 
     # A trial caught half-way went on from its step-10 checkpoint: its first rows are the checkpoint's own
     # rows (same wall clock too), not a second computation of them.
-    import torch
-    for trial_id, ckpt in interrupted.items():
-        state = torch.load(run / "train" / trial_id / ckpt / "state.pt", weights_only=False)
+    for trial_id, state in held.items():
         assert [r["step"] for r in state["rows"]] == list(range(1, 11)), trial_id
         curve = pq.read_table(run / "trials" / trial_id / "steps.parquet").to_pylist()
         for saved, written in zip(state["rows"], curve[:10]):

@@ -434,3 +434,28 @@ def test_bf16_compute_keeps_float32_weights_that_move_at_small_lr(env):
     assert share > 0.9  # the rest have no gradient in this batch (unused token / position embeddings)
     pure, _ = changed_after_one_step(copy.deepcopy(env.target).to(torch.bfloat16), compute_precision("float32", "cpu"))
     assert pure < share / 4  # measured 0.10 vs 0.93: most bf16 weights lose the step to rounding
+
+
+def test_bf16_compute_sees_weights_changed_inside_the_block(env):
+    """One compute_precision block spans a whole trial (steps, AutoLR probes, evaluation), so a weight
+    changed in place inside it must change the next forward pass (autocast's cast cache would not)."""
+    from sweeper.models import compute_precision
+    model = copy.deepcopy(env.target)
+    batch = env.collate([env.rds[0]])
+    with compute_precision("bfloat16", "cpu"), torch.no_grad():
+        before = model(**batch, use_cache=False).logits.clone()
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(0.5)
+        after = model(**batch, use_cache=False).logits
+    assert not torch.allclose(before, after)
+    # Three steps in one block equal three steps in a block each (a stale cache would differ from step 2).
+    one_block, block_each = (env.unlearner(copy.deepcopy(env.target), method="ngdiff", lr=1e-3, steps=3,
+                                           batch_size=4) for _ in range(2))
+    with compute_precision("bfloat16", "cpu"):
+        one = [one_block.step(t)["loss_forget"] for t in (1, 2, 3)]
+    each = []
+    for t in (1, 2, 3):
+        with compute_precision("bfloat16", "cpu"):
+            each.append(block_each.step(t)["loss_forget"])
+    assert one == each
