@@ -88,9 +88,9 @@ def main() -> None:
              f"- Machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, torch {info['torch']}, "
              f"transformers {info['transformers']}; torch intra-op threads per benchmark: {info['threads']} "
              "(BENCH_THREADS, default 1 = a trial worker with cpus_per_worker: 1)",
-             f"- Load average (1/5/15 min) at start: {load_before}; at end: {loadavg()} -- the cores were shared with "
-             "other processes (tests, a sweep), so wall times are noisy; every comparison is a ratio of variants "
-             "interleaved in one process, and targets are judged on CPU-time medians",
+             f"- Load average (1/5/15 min) at start: {load_before}; at end: {loadavg()} (each benchmark's own load "
+             "counts too); every comparison is a ratio of variants interleaved in one process, and targets are "
+             "judged on CPU-time medians where the benchmark says so",
              f"- Command: `{command}` (from the repository root)" + (" -- QUICK run: too few repeats to be a measurement"
                                                                   if args.quick else ""),
              "", "## Summary", "", "| benchmark | target | measured (median) | result |", "| --- | --- | --- | --- |"]
