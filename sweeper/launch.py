@@ -30,7 +30,7 @@ TRIAL_SLOT = "sweeper_trial_slot"
 RUNNERS = ("train", "inline")
 
 QUIET_ENV = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",     # teardown polling: ~6 s -> ~2 s per trial
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",     # controller polling (default 2 s): teardown waits for it
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",
@@ -168,8 +168,9 @@ def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, tr
                             trial_resources),
         param_space={"trial": tune.grid_search([s.trial_id for s in specs]), "storage": storage.uri,
                      "retry_failed": retry_failed, "runner": runner},
-        # inline: reusing the trial process pays the imports once, and Tune restarts a process that dies
-        # (its trial resumes from its checkpoint); a Train job restarts its own workers instead.
+        # Reusing trial processes saves a process start per trial (inline: the imports too). Inline, Tune
+        # restarts a process that dies (its trial resumes from its checkpoint); a Train job restarts its
+        # own workers instead, so Tune does not retry it.
         tune_config=tune.TuneConfig(max_concurrent_trials=conc, reuse_actors=True),
         run_config=tune.RunConfig(name="tune", storage_path=storage.url(run), verbose=1,
                                   failure_config=tune.FailureConfig(

@@ -1,9 +1,11 @@
 """Ray glue for one trial: a Tune function trainable that runs the unlearning loop as a Ray Train job.
 
 ``run_trial(config)`` (the Tune trainable) builds a ``TorchTrainer`` with ``spec.model['workers']``
-workers; each worker runs ``train_worker``: it loads the cached No-unlearn target, runs
-``sweeper.loop.Unlearner`` step by step (collectives over torch.distributed, gloo on CPU and nccl on
-GPU), reports progress to Tune through Ray Train, checkpoints, and rank 0 writes the trial's Parquet.
+workers; each worker runs ``train_worker``, which runs ``unlearn_trial``: it loads the cached No-unlearn
+target, runs ``sweeper.loop.Unlearner`` step by step (collectives over torch.distributed, gloo on CPU and
+nccl on GPU), reports progress and checkpoints through a session, and rank 0 writes the trial's Parquet.
+With ``runner: inline`` a one-worker trial runs ``unlearn_trial`` in the Tune trial process itself
+(``run_inline``). ``unlearn_trial`` knows no Ray: the sessions (``TrainSession``, ``InlineSession``) do.
 A trial whose ``_SUCCESS`` marker exists is not run again: its summary is reported as is.
 """
 from __future__ import annotations
