@@ -43,6 +43,8 @@ from common import (THREADS, Data, clone, fmt_stats, gpt2_5m, interleaved, main,
                     stats, tiny_model)
 from sweeper.data.qa import QADataset  # noqa: E402
 from sweeper.evaluate import evaluate_qa  # noqa: E402
+from sweeper.estimate import (ASSUMED_MFU, GPU_PEAK_BF16, TOFU_TOKENS_PER_ROW, flops_per_row,  # noqa: E402
+                               gpu_hours, resnet50_flops_per_image, row_tokens, trial_flops)
 from sweeper.grid import expand, load_grid, resolve_grid_path  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,23 +56,7 @@ EPOCHS = 15                  # the paper unlearns for 15 epochs over the forget 
 EVAL_CAP, EVAL_NEW_TOKENS = 100, 24
 FIRST_STEP = 3               # steps 1-2 are the warm-up; every repeat times the same steps from here
 
-#: Peak of the GPUs the paper grid is sized for: H100 SXM / H200 bf16 dense tensor-core FLOP/s.
-GPU_PEAK = 989e12
-ASSUMED_MFU = 0.35
-#: Tokens per TOFU row as the GPU models see it, padded to the longest row of a batch of 32. ASSUMED, not
-#: measured: TOFU's QA pairs are ~60-100 tokens in the models' GPT-2/Llama BPEs with the
-#: "Question: ... Answer: ..." template; we take the upper end because batches are padded.
-TOFU_TOKENS_PER_ROW = 100
 TOFU_ROWS, CIFAR_TRAIN = 4000, 50_000   # TOFU full = 200 authors x 20 QA; CIFAR-10/100 training images
-#: Published sizes of the paper's language models (parameters, layers, d_model). The counts were checked by
-#: instantiating each model's published config.json values with transformers on the meta device.
-PAPER_LMS = {
-    "microsoft/phi-1_5": (1_418_270_720, 24, 2048),
-    "tiiuae/falcon-rw-1b": (1_311_625_216, 24, 2048),
-    "openai-community/gpt2-xl": (1_557_611_200, 48, 1600),
-    "meta-llama/Llama-2-7b-hf": (6_738_415_616, 32, 4096),
-    "mistralai/Mistral-7B-v0.1": (7_241_732_096, 32, 4096),
-}
 
 
 # ---------------------------------------------------------------- data and models
@@ -221,55 +207,12 @@ def paper_parts() -> list[tuple[str, list]]:
             for part in doc["parts"]]
 
 
-def resnet50_flops_per_image() -> tuple[int, float]:
-    """(parameters, forward+backward FLOPs of one 32x32 CIFAR image) of sweeper's ResNet-50, counted."""
-    from sweeper.vision_models import build_vision_model
-    net = build_vision_model("resnet50", num_classes=10, in_channels=3)
-    with FlopCounterMode(display=False) as fc:
-        net(torch.rand(1, 3, 32, 32)).sum().backward()
-    return n_params(net), fc.get_total_flops()
-
-
-def flops_per_row(spec, vision: tuple[int, float]) -> tuple[float, float]:
-    """(training, forward-only) FLOPs per row (sequence or image) of one trial's model and data.
-
-    Language models: (6 N + 12 L d T) T for forward+backward (Kaplan et al.'s count: 6 N per token for the
-    weight matmuls, 12 L d T for attention over a context of T tokens), a third of it for a forward."""
-    if spec.data["kind"] == "vision":
-        return vision[1], vision[1] / 3
-    n, layers, d = PAPER_LMS[spec.model["name"]]
-    t = row_tokens(spec)
-    train = (6 * n + 12 * layers * d * t) * t
-    return train, train / 3
-
-
-def row_tokens(spec) -> int:
-    """Tokens per training row: TOFU rows by assumption; MUSE rows are chunks of ``max_length`` tokens
-    (news articles are long, so nearly every chunk is full)."""
-    return int(spec.data["max_length"]) if spec.data["kind"] == "muse" else TOFU_TOKENS_PER_ROW
-
-
-def trial_flops(spec, vision) -> dict:
-    """Training FLOPs of one trial as the loop runs it: every step does forward+backward of a retain
-    batch and of a forget batch (GA/NPO too); AutoLR adds two eval-mode forwards of the retain batch every K
-    steps. NPO's reference log-probs are cached in stage 1 (no extra forward). Evaluation is not counted."""
-    train_row, fwd_row = flops_per_row(spec, vision)
-    steps_flops = spec.steps * 2 * spec.batch_size * train_row
-    probes = spec.steps // int(spec.autolr.get("every", 10)) if spec.lr_mode == "autolr" else 0
-    return {"steps": steps_flops, "probes": probes * 2 * spec.batch_size * fwd_row,
-            "per_step": 2 * spec.batch_size * train_row}
-
-
-def target_flops(spec, vision) -> float | None:
+def target_flops(spec) -> float | None:
     """Upper bound of one stage-1 fine-tune (max_epochs over forget + retain, no early stop at the gate),
     or None where the training-set size is not known offline (MUSE)."""
-    train_row, _ = flops_per_row(spec, vision)
+    train_row, _ = flops_per_row(spec)
     rows = {"tofu": TOFU_ROWS, "vision": CIFAR_TRAIN}.get(spec.data["kind"])
     return None if rows is None else spec.target["max_epochs"] * rows * train_row
-
-
-def gpu_hours(flops: float, mfu: float) -> float:
-    return flops / (GPU_PEAK * mfu) / 3600
 
 
 def paper_estimate(mfu_measured: float) -> dict:
@@ -282,15 +225,15 @@ def paper_estimate(mfu_measured: float) -> dict:
         seen.update(s.trial_id for s in specs)
         for s in new:
             targets.setdefault(s.target_hash, s)
-        fl = [trial_flops(s, vision) for s in new]
+        fl = [trial_flops(s) for s in new]
         steps, probes = sum(f["steps"] for f in fl), sum(f["probes"] for f in fl)
         per_step = sorted({f["per_step"] for f in fl})
         models = sorted({s.model["name"].split("/")[-1] for s in new})
-        shape = sorted({f"{s.steps} x 2 x {s.batch_size} x {row_tokens(s) if s.data['kind'] != 'vision' else 1}"
+        shape = sorted({f"{s.steps} x 2 x {s.batch_size} x {row_tokens(s)}"
                         for s in new})
         rows.append({"part": part, "trials": len(new), "of": len(specs), "models": models, "shape": shape,
                      "steps_flops": steps, "probe_flops": probes,
-                     "s_per_step": [p / (GPU_PEAK * ASSUMED_MFU) for p in per_step]})
+                     "s_per_step": [p / (GPU_PEAK_BF16 * ASSUMED_MFU) for p in per_step]})
         total["trials"] += len(new)
         total["steps"] += steps
         total["probes"] += probes
@@ -299,7 +242,7 @@ def paper_estimate(mfu_measured: float) -> dict:
         k = s.data["kind"]
         entry = stage1.setdefault(k, {"targets": 0, "flops": 0.0, "unknown": 0})
         entry["targets"] += 1
-        f = target_flops(s, vision)
+        f = target_flops(s)
         if f is None:
             entry["unknown"] += 1
         else:
@@ -532,7 +475,7 @@ def run(args) -> dict:
         f"{est['resnet50']['flops_per_image'] / 1e9:.2f} GFLOP forward+backward per 32x32 image, counted with "
         "FlopCounterMode. Not counted: evaluation (greedy generation is memory-bound on a GPU, its time is "
         "not a FLOP count), model loading, Ray start-up, the MUSE retrained references.",
-        f"GPU-hours = FLOPs / ({GPU_PEAK / 1e12:.0f} TFLOP/s x MFU): H100 SXM / H200 bf16 dense peak, at an "
+        f"GPU-hours = FLOPs / ({GPU_PEAK_BF16 / 1e12:.0f} TFLOP/s x MFU): H100 SXM / H200 bf16 dense peak, at an "
         f"ASSUMED {100 * ASSUMED_MFU:.0f} % MFU, and at the MFU MEASURED here on the CPU ({100 * mfu:.0f} % of its own "
         "float32 matmul peak, batch 8+8 on a 20M model) -- a proxy only: no GPU was available, nothing was "
         "run on one. 's/step' is a step's FLOPs at the assumed MFU (sweeper.launch --dry-run assumes a flat "

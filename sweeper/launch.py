@@ -105,10 +105,23 @@ def print_plan(specs: list[TrialSpec], conc: int, cpus: float, gpus: float) -> N
         c, g = trial_shape(s)
         print(f"  {s.trial_id:<70} {s.model['workers']} worker(s), {c:g} CPU, {g:g} GPU, {s.steps} steps")
     print(f"cluster: {cpus:g} CPUs, {gpus:g} GPUs -> {conc} trial(s) at a time")
-    step_s = {"cpu": 0.08, "gpu": 0.5}  # measured s/step: tiny twins on CPU (RAY-NOTES); ~1.4B on one GPU (estimate)
-    hours = sum(s.steps * (step_s["gpu"] if trial_shape(s)[1] else step_s["cpu"]) * max(1, trial_shape(s)[1])
-                for s in specs) / 3600
-    print(f"estimated device-hours (steps only, no evaluation or start-up): {hours:.2f}")
+    print(device_time_estimate(specs))
+
+
+def device_time_estimate(specs: list[TrialSpec]) -> str:
+    """GPU trials from their FLOPs (sweeper.estimate: known model shapes, an assumed MFU); CPU trials at
+    the tiny twins' measured ~0.08 s per step. Steps and AutoLR probes only: no evaluation or start-up."""
+    from sweeper.estimate import ASSUMED_MFU, gpu_hours, trial_flops
+    cpu = [s for s in specs if not trial_shape(s)[1]]
+    gpu = [s for s in specs if trial_shape(s)[1]]
+    flops = [trial_flops(s) for s in gpu]
+    unknown = sorted({s.model["name"] for s, f in zip(gpu, flops) if f is None})
+    parts = [f"{sum(s.steps for s in cpu) * 0.08 / 3600:.2f} CPU-worker-hours"] if cpu else []
+    if gpu:
+        hours = gpu_hours(sum(f["total"] for f in flops if f))
+        parts.append(f"{hours:.2f} GPU-hours at {100 * ASSUMED_MFU:.0f} % of a 989 TFLOP/s bf16 peak"
+                     + (f" (not counted, shapes unknown offline: {', '.join(unknown)})" if unknown else ""))
+    return "estimated device time (steps and AutoLR probes; no evaluation, start-up or stage 1): " + "; ".join(parts)
 
 
 def build_targets(specs: list[TrialSpec], storage: Storage) -> None:
