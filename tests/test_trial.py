@@ -4,6 +4,8 @@ session (Ray Train, inline) stores the checkpoint; and the launcher refuses ``--
 multi-worker model before any work starts."""
 from __future__ import annotations
 
+import dataclasses
+
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -13,7 +15,7 @@ from sweeper.grid import expand_grid
 from sweeper.launch import main as launch_main
 from sweeper.storage import Storage
 from sweeper.targets import ensure_target
-from sweeper.trial import InlineSession, unlearn_trial
+from sweeper.trial import InlineSession, run_inline, unlearn_trial
 
 STEPS, EVERY = 6, 3
 
@@ -110,3 +112,33 @@ def test_inline_runner_refuses_multi_worker_models(setup, tmp_path, capsys):
     assert launch_main(["--grid", str(bad), "--runner", "inline", "--dry-run", "--storage", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--runner inline runs one worker per trial" in err and "workers = 2" in err
+
+
+def test_inline_runner_retries_from_its_checkpoint(setup, monkeypatch):
+    """--runner inline: an exception at step 5 is retried (max_failures = 1) from the step-3 checkpoint in
+    storage; the trial ends ok with every step once, equal to a run without the failure, and the
+    checkpoint file is removed."""
+    from sweeper.loop import Unlearner
+    spec, storage, _ = setup
+    spec = dataclasses.replace(spec, run="inline_retry")
+    monkeypatch.setattr("ray.tune.report", lambda metrics: None)
+    step, raised = Unlearner.step, []
+
+    def flaky(self, t):
+        if t == 5 and not raised:
+            raised.append(t)
+            raise RuntimeError("a transient failure")
+        return step(self, t)
+
+    monkeypatch.setattr(Unlearner, "step", flaky)
+    run_inline(spec, storage)
+    retried, summary = trial_tables(storage, spec)
+    assert raised == [5] and summary["status"] == "ok"
+    assert retried["step"].tolist() == list(range(1, STEPS + 1))
+    assert not storage.exists(InlineSession(storage, spec).path)
+    monkeypatch.setattr(Unlearner, "step", step)
+    straight = dataclasses.replace(spec, run="inline_straight")
+    unlearn_trial(straight, storage, MemorySession(), torch.device("cpu"))
+    expected, _ = trial_tables(storage, straight)
+    for col in ("loss_retain", "loss_forget", "lr"):
+        assert retried[col].tolist() == expected[col].tolist(), col
