@@ -3,9 +3,11 @@
     python -m analysis.report runs/<run> [runs/<other> ...] [--out DIR] [--vocab-size N]
 
 Writes into DIR (default ``<first run>/report``): ``index.html``, ``pareto.png``/``.svg``,
-``summary.md``, ``paper_table.{md,html,tex}``, ``autolr_table.{md,html,tex}``, ``hypervolume.csv``
-and, when the run has curves, ``curves_methods``, ``curves_lr``, ``lr_sensitivity``, ``norms_lr``
-(.png and .svg; with a ``_<model>`` suffix when the run holds several models).
+``summary.md``, ``paper_table.{md,html,tex}``, ``autolr_table.{md,html,tex}``, ``hypervolume.csv``,
+``published.md`` when a No-unlearn target is a released checkpoint with published values
+(``analysis.published``) and, when the run has curves, ``curves_methods``, ``curves_lr``,
+``lr_sensitivity``, ``norms_lr`` (.png and .svg; with a ``_<model>`` suffix when the run holds several
+models).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pandas as pd
 from analysis import plots
 from analysis.load import BASELINE, RunData, load_run
 from analysis.pareto import LOSS_SENSES, ROUGE_REF, ROUGE_SENSES, hypervolume_by_method, pareto_front
+from analysis.published import published_table
 from analysis.tables import (METHOD_NAMES, autolr_table, label_trials, model_label, paper_table, render,
                              summary_markdown, summary_table)
 
@@ -82,6 +85,10 @@ def write_report(runs: list[str], out=None, vocab_size: int | None = None) -> Pa
             tables[(name, fmt)] = text
     hv = hypervolumes(df, vocab_size)
     hv.to_csv(out / "hypervolume.csv", index=False)
+    published = published_table(df)
+    if published:
+        (out / "published.md").write_text(published, encoding="utf-8")
+        tables[("published", "html")] = published_table(df, "html")
 
     index = out / "index.html"
     index.write_text(_index_html(data, runs, figures, curves, tables, hv, vocab_size), encoding="utf-8")
@@ -208,8 +215,11 @@ def _index_html(data: RunData, runs, figures, curves, tables, hv: pd.DataFrame, 
 
     parts += ["<h2>Tables</h2>", "<h3>Paper layout (Tables 1-2)</h3>", tables[("paper_table", "html")],
               _links("paper_table"), "<h3>Without → with AutoLR (Table 3)</h3>", tables[("autolr_table", "html")],
-              _links("autolr_table"), "<h3>Every trial</h3>", summary_table(df, "html"),
-              "<p><a href='summary.md'>summary.md</a></p>"]
+              _links("autolr_table")]
+    if ("published", "html") in tables:
+        parts += ["<h3>No-unlearn targets beside their published values</h3>", tables[("published", "html")],
+                  "<p><a href='published.md'>published.md</a></p>"]
+    parts += ["<h3>Every trial</h3>", summary_table(df, "html"), "<p><a href='summary.md'>summary.md</a></p>"]
 
     parts.append("<h2>Curves</h2>")
     for title, why, paths in curves:

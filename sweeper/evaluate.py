@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import torch
 
-from sweeper.data.qa import QADataset, collate_qa, format_prompt
+from sweeper.data.qa import QADataset, collate_qa
+from sweeper.data.templates import template_of
 from sweeper.lm import sequence_logprobs
 from sweeper.metrics.generation import greedy_generate
 from sweeper.metrics.rouge import exact_match, rouge_l_recall
 
 
 def greedy_answers(model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int = 32) -> list[str]:
-    prompts = [format_prompt(r["question"]) for r in rows]
+    """Greedy answers to the rows' questions, prompted in the tokenizer's template."""
+    template = template_of(tokenizer)
+    prompts = [template.encode_prompt(tokenizer, r["question"]) for r in rows]
     return [a.strip() for a in greedy_generate(model, tokenizer, prompts, max_new_tokens, batch_size=batch_size)]
 
 

@@ -35,6 +35,7 @@ import yaml
 
 from sweeper.autolr import AutoLRConfig
 from sweeper.data.synthetic import FEMALE_FIRST, LAST, MALE_FIRST, MAX_QA_PER_AUTHOR
+from sweeper.data.templates import TEMPLATE_NAMES
 from sweeper.loop import OPTIMIZERS
 from sweeper.methods import import_plugins, validate_rule_params
 from sweeper.objectives import get_objective, objective_problem
@@ -43,7 +44,8 @@ SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
 TOP_KEYS = {"name", "include", "parts", "plugins", "seeds", "data", "models", "target", "methods", "lr_modes",
             "unlearn", "eval", "max_failures", "description"}
-MODEL_KEYS = {"name", "workers", "strategy", "cpus_per_worker", "gpus_per_worker", "dtype", "trust_remote_code"}
+MODEL_KEYS = {"name", "workers", "strategy", "cpus_per_worker", "gpus_per_worker", "dtype", "trust_remote_code",
+              "checkpoint", "tokenizer", "retrained_reference", "template"}
 TARGET_KEYS = {"optimizer", "lr", "batch_size", "max_epochs", "exact_match_gate", "check_every", "seed"}
 UNLEARN_KEYS = {"optimizer", "lr", "steps", "batch_size", "weight_decay", "autolr"}
 EVAL_KEYS = {"max_questions", "max_new_tokens", "every", "batch_size", "retrained_reference", "metrics"}
@@ -65,7 +67,10 @@ DEFAULTS = {
     "max_failures": 1,
 }
 MODEL_DEFAULTS = {"workers": 1, "strategy": "ddp", "cpus_per_worker": 1, "gpus_per_worker": 0,
-                  "dtype": "float32", "trust_remote_code": False}
+                  "dtype": "float32", "trust_remote_code": False, "template": "auto", "checkpoint": None,
+                  "tokenizer": None, "retrained_reference": None}
+#: Model keys naming a published checkpoint (a hub id or folder) instead of something to fine-tune.
+SOURCE_KEYS = ("checkpoint", "tokenizer", "retrained_reference")
 #: The most authors the built-in generator can invent (unique first/last name pairs).
 MAX_AUTHORS = (len(FEMALE_FIRST) + len(MALE_FIRST)) * len(LAST)
 
@@ -132,17 +137,58 @@ class TrialSpec:
 
 #: Bumped whenever the code changes what a target folder holds (data generation, tokenizer, saved files),
 #: so caches built by older code are not reused.
-TARGET_FORMAT = 2
+TARGET_FORMAT = 3
+
+
+def published_source(model: dict, data: dict, variant: str = "full") -> str | None:
+    """The published checkpoint a target is loaded from instead of fine-tuned: the model's ``checkpoint``
+    (the No-unlearn target) or ``retrained_reference`` (the retain-only model, ``{forget_split}`` and
+    ``{retain_split}`` filled in from the data), or None when stage 1 fine-tunes it."""
+    source = model.get("checkpoint") if variant == "full" else model.get("retrained_reference")
+    if not source:
+        return None
+    split = str(data.get("forget_split", ""))
+    retain = f"retain{100 - int(split[-2:])}" if split[-2:].isdigit() else ""
+    return str(source).format(forget_split=split, retain_split=retain)
 
 
 def target_hash(model: dict, data: dict, recipe: dict, variant: str = "full") -> str:
-    """Content hash of what determines a target: the model, the data, the fine-tune recipe, whether it
-    is the No-unlearn model (``full``) or the retrained reference (``retain_only``), and the format."""
-    key = {"model": {k: model[k] for k in ("name", "dtype", "trust_remote_code")}, "data": data, "recipe": recipe,
-           "format": TARGET_FORMAT}
+    """Content hash of what determines a target: the model (with its template and, for a published
+    checkpoint, its source and folder fingerprint), the data, the fine-tune recipe (unless nothing is
+    fine-tuned), whether it is the No-unlearn model (``full``) or the retrained reference
+    (``retain_only``), and the format."""
+    m = {**MODEL_DEFAULTS, **model}
+    source = published_source(m, data, variant)
+    key = {"model": {k: m[k] for k in ("name", "dtype", "trust_remote_code", "template", "tokenizer")},
+           "data": data, "format": TARGET_FORMAT}
+    if source:
+        key["source"] = source
+        key["fingerprint"] = (m.get("fingerprints") or {}).get(source)
+    else:
+        key["recipe"] = recipe
     if variant != "full":
         key["variant"] = variant
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def folder_fingerprint(path: str) -> str:
+    """Names, sizes and modification times of a folder's files: a local checkpoint that changes gets a
+    new target hash, while an unchanged one is reused. Computed once, in the launcher, and carried in
+    the trial spec so every node agrees."""
+    entries = []
+    for root, _, files in sorted(os.walk(path)):
+        for f in sorted(files):
+            st = os.stat(os.path.join(root, f))
+            entries.append((os.path.relpath(os.path.join(root, f), path), st.st_size, int(st.st_mtime)))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+
+
+def with_fingerprints(model: dict, data_entries: list[dict]) -> dict:
+    """The model entry plus ``fingerprints``: {local folder: fingerprint} of its published sources."""
+    sources = {published_source(model, d, v) for d in data_entries for v in ("full", "retain_only")}
+    sources.add(model.get("tokenizer"))
+    prints = {s: folder_fingerprint(s) for s in sorted(x for x in sources if x and os.path.isdir(x))}
+    return {**model, "fingerprints": prints} if prints else model
 
 
 def resolve_grid_path(grid: str) -> Path:
@@ -277,7 +323,26 @@ def _check_models(f: str, models: list[dict]) -> list[str]:
             problems.append(f"{where}: gpus_per_worker = {spec['gpus_per_worker']!r} must be a number >= 0")
         if not isinstance(spec["trust_remote_code"], bool):
             problems.append(f"{where}: trust_remote_code = {spec['trust_remote_code']!r} must be true or false")
+        if spec["template"] not in TEMPLATE_NAMES:
+            problems.append(f"{where}: template = {spec['template']!r} is not allowed; allowed: {', '.join(TEMPLATE_NAMES)}")
+        for key in SOURCE_KEYS:
+            if spec[key] is not None and (why := _source_problem(spec[key], key == "retrained_reference")):
+                problems.append(f"{where}: {key} = {spec[key]!r} {why}")
     return problems
+
+
+def _source_problem(source, placeholders: bool) -> str | None:
+    """Why ``source`` cannot name a checkpoint (an existing folder or a hub id org/name), or None."""
+    if not isinstance(source, str) or not source:
+        return "must be a Hugging Face id org/name or a local folder"
+    text = source.replace("{forget_split}", "forget10").replace("{retain_split}", "retain90") if placeholders else source
+    if "{" in text:
+        return "has an unknown placeholder; allowed: {forget_split}, {retain_split}"
+    if os.path.isdir(os.path.expanduser(text)):
+        return None
+    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+        return "is neither an existing folder nor a Hugging Face id of the form org/name"
+    return None
 
 
 def data_spec(d: dict) -> dict:
@@ -318,7 +383,7 @@ def _check_data(f: str, data: list[dict]) -> list[str]:
     return problems
 
 
-def _check_model_fits_task(f: str, models: list[dict], data: list[dict]) -> list[str]:
+def _check_model_fits_task(f: str, models: list[dict], data: list[dict], fine_tunes_reference: bool) -> list[str]:
     """Each model name must be one its data's task can build (a causal LM for text, a vision net for images)."""
     from sweeper.tasks import get_task, known_tasks
     problems = []
@@ -327,7 +392,13 @@ def _check_model_fits_task(f: str, models: list[dict], data: list[dict]) -> list
             continue
         task = get_task(d.get("kind", "tofu"))
         for i, m in enumerate(models):
-            if "name" in m and (why := task.model_problem(str(m["name"]))):
+            if m.get("checkpoint") and task.kind == "vision":
+                problems.append(f"{f}: models[{i}]: checkpoint is for causal language models (kinds tofu, muse), "
+                                f"not kind 'vision'")
+                continue
+            # With a published checkpoint the name is a label, unless a retrained reference is fine-tuned from it.
+            builds_from_name = not m.get("checkpoint") or (fine_tunes_reference and not m.get("retrained_reference"))
+            if "name" in m and builds_from_name and (why := task.model_problem(str(m["name"]))):
                 problems.append(f"{f}: models[{i}]: {why}")
     return list(dict.fromkeys(problems))
 
@@ -443,7 +514,7 @@ def validate(doc: dict) -> list[str]:
     doc = _with_defaults(doc)
     problems += _check_models(f, doc["models"])
     problems += _check_data(f, doc["data"])
-    problems += _check_model_fits_task(f, doc["models"], doc["data"])
+    problems += _check_model_fits_task(f, doc["models"], doc["data"], bool(doc["eval"].get("retrained_reference")))
     problems += _check_metrics(f, doc["eval"].get("metrics"), doc["data"])
     problems += _check_methods(f, doc["methods"])
     problems += _check_run_settings(f, doc)
@@ -485,7 +556,8 @@ def expand(doc: dict, run: str | None = None) -> list[TrialSpec]:
             _as_list(doc["seeds"])):
         for rule, fl, rule_params, fl_params, label in _method_variants(entry):
             specs.append(TrialSpec(
-                run=run, model={**MODEL_DEFAULTS, **model}, data=data_spec(data), target=doc["target"],
+                run=run, model={**MODEL_DEFAULTS, **with_fingerprints(model, [data_spec(data)])},
+                data=data_spec(data), target=doc["target"],
                 method=rule, method_params=rule_params, forget_loss=fl, forget_loss_params=fl_params,
                 label=label, lr_mode=lr_mode, lr=float(lr), optimizer=u["optimizer"],
                 weight_decay=float(u["weight_decay"]), steps=int(u["steps"]), batch_size=int(u["batch_size"]),

@@ -124,23 +124,51 @@ def device_time_estimate(specs: list[TrialSpec]) -> str:
     return "estimated device time (steps and AutoLR probes; no evaluation, start-up or stage 1): " + "; ".join(parts)
 
 
-def build_targets(specs: list[TrialSpec], storage: Storage) -> None:
-    """Stage 1 as Ray tasks: each distinct target is fine-tuned once (or found cached) and its
-    No-unlearn row written into this run."""
+def build_targets(specs: list[TrialSpec], storage: Storage, run: str) -> list[str]:
+    """Stage 1 as Ray tasks: each distinct target is fine-tuned once (or found cached, or loaded as
+    published) and its No-unlearn row written into this run. Progress lines stream to this terminal as
+    they happen. Returns the hashes of the targets that failed, each already reported in one sentence
+    with the path of its full log; the targets that finished are kept."""
     import ray
+    from ray.util.queue import Empty, Queue
+
+    lines = Queue(actor_options={"num_cpus": 0})
 
     @ray.remote(num_cpus=1)
-    def stage1(spec_dict: dict, uri: str) -> list[str]:
+    def stage1(spec_dict: dict, uri: str, log_rel: str, lines) -> str | None:
         from sweeper.stage1 import target_and_baseline
-        logs: list[str] = []
-        target_and_baseline(TrialSpec.from_dict(spec_dict), Storage(uri), logs.append)
-        return logs
+        from sweeper.trial import capture_failure
+        spec = TrialSpec.from_dict(spec_dict)
+        try:
+            target_and_baseline(spec, Storage(uri), lambda line: lines.put(line))
+            return None
+        except Exception as e:  # noqa: BLE001 -- one sentence to the launcher, the traceback to a log file
+            return capture_failure(e, Storage(uri), log_rel)
 
     firsts = {s.target_hash: s for s in specs}
-    refs = [stage1.options(num_gpus=s.model["gpus_per_worker"] and 1).remote(s.to_dict(), storage.uri)
-            for s in firsts.values()]
-    for logs in ray.get(refs):
-        print("\n".join(logs), flush=True)
+    pending = {stage1.options(num_gpus=s.model["gpus_per_worker"] and 1).remote(
+        s.to_dict(), storage.uri, f"{run}/logs/stage1_{key}.log", lines): key for key, s in firsts.items()}
+    failed = []
+    while pending:
+        done, _ = ray.wait(list(pending), timeout=0.5)
+        _print_lines(lines, Empty)
+        for ref in done:
+            key = pending.pop(ref)
+            if (cause := ray.get(ref)) is not None:
+                s = firsts[key]
+                print(f"error: stage 1 failed for target {key} (model {s.model['name']!r}, data {s.data['name']!r}): "
+                      f"{cause} (full log: {storage.url(f'{run}/logs/stage1_{key}.log')})", file=sys.stderr, flush=True)
+                failed.append(key)
+    _print_lines(lines, Empty)
+    return failed
+
+
+def _print_lines(queue, empty) -> None:
+    while True:
+        try:
+            print(queue.get_nowait(), flush=True)
+        except empty:
+            return
 
 
 def runner_problems(specs: list[TrialSpec], runner: str) -> list[str]:
@@ -225,20 +253,36 @@ def main(argv=None) -> int:
     print_plan(specs, conc, cpus, gpus)
 
     print(f"stage 1: No-unlearn targets under {storage.url('targets')}", flush=True)
-    build_targets(specs, storage)
-    print(f"stage 2: {len(specs)} trials, {conc} at a time", flush=True)
-    run_trials(specs, storage, run, conc, trial_resources, retry_failed=args.retry_failed, runner=args.runner)
+    failed_targets = build_targets(specs, storage, run)
+    runnable = [s for s in specs if s.target_hash not in failed_targets]
+    if failed_targets:
+        print(f"stage 1: {len(failed_targets)} target(s) failed; their {len(specs) - len(runnable)} trial(s) are "
+              f"skipped, the other targets and trials go on", file=sys.stderr, flush=True)
+    if runnable:
+        print(f"stage 2: {len(runnable)} trials, {conc} at a time", flush=True)
+        run_trials(runnable, storage, run, conc, trial_resources, retry_failed=args.retry_failed, runner=args.runner)
 
+    if not storage.exists(f"{run}/trials"):
+        print(f"\nrun {run!r}: nothing finished in {time.time() - start:.0f} s", file=sys.stderr)
+        return 1
     from analysis.load import load_run
     data = load_run(storage.url(run))
     counts = Counter(data.summaries["status"])
     print(f"\nrun {run!r} finished in {time.time() - start:.0f} s: "
           + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    print_failures(data.summaries, storage, run)
     print(f"outputs: {storage.url(run)}/trials/<trial_id>/{{steps,summary}}.parquet")
     if not args.no_report:
         from analysis.report import main as report_main
         report_main([storage.url(run)])
-    return 0 if counts.get("failed", 0) == 0 else 1
+    return 0 if counts.get("failed", 0) == 0 and not failed_targets else 1
+
+
+def print_failures(summaries, storage: Storage, run: str) -> None:
+    """One line per failed trial: its id, the one-line cause and where its full log is."""
+    for row in summaries[summaries["status"] == "failed"].to_dict("records"):
+        log = storage.url(f"{run}/trials/{row['trial_id']}/error.log")
+        print(f"failed: {row['trial_id']}: {row.get('error') or 'no cause recorded'} (full log: {log})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,10 @@ PAPER_MODELS = {
 }
 
 
-def _tiny_config(arch: str, vocab_size: int, pad_id: int, eos_id: int) -> transformers.PretrainedConfig:
+def _tiny_config(arch: str, vocab_size: int, pad_id: int, eos_id: int,
+                 positions: int | None = None) -> transformers.PretrainedConfig:
     h, n, a, i, p = (_TINY[k] for k in ("hidden", "layers", "heads", "intermediate", "positions"))
+    p = positions or p
     common = dict(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id)
     if arch == "gpt2":
         return transformers.GPT2Config(n_embd=h, n_layer=n, n_head=a, n_inner=i, n_positions=p,
@@ -78,14 +80,15 @@ def model_problem(name: str) -> str | None:
 
 def build_model(name: str, *, vocab_size: int | None = None, pad_id: int = 0, eos_id: int = 1,
                 seed: int = 0, dtype: str = "float32", trust_remote_code: bool = False,
-                attn_implementation: str | None = None) -> transformers.PreTrainedModel:
-    """A causal LM: a tiny twin built from its config, or ``from_pretrained`` (safetensors only)."""
+                attn_implementation: str | None = None, positions: int | None = None) -> transformers.PreTrainedModel:
+    """A causal LM: a tiny twin built from its config (``positions``: its context, 256 by default), or
+    ``from_pretrained`` (safetensors only)."""
     torch_dtype = getattr(torch, dtype)
     if is_tiny(name):
         if vocab_size is None:
             raise ValueError(f"model {name!r} is built from a config and needs the tokenizer's vocab_size")
         torch.manual_seed(seed)
-        config = _tiny_config(name.removeprefix("tiny-"), vocab_size, pad_id, eos_id)
+        config = _tiny_config(name.removeprefix("tiny-"), vocab_size, pad_id, eos_id, positions)
         return transformers.AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
     kwargs = dict(dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
     if attn_implementation:
@@ -110,6 +113,17 @@ def compute_precision(dtype: str, device) -> contextlib.AbstractContextManager:
     # exits, so a block around a training loop would keep computing with the weights of step 1 (the
     # optimizer and AutoLR's probes change them in place). One cast per forward pass is the price.
     return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, dtype), cache_enabled=False)
+
+
+def context_length(model_or_config) -> int | None:
+    """The positions a causal LM can attend over (``n_positions`` / ``max_position_embeddings``), or None
+    when its config does not say. Accepts a model or a config."""
+    cfg = getattr(model_or_config, "config", model_or_config)
+    for attr in ("n_positions", "max_position_embeddings"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
 
 
 def count_parameters(model: torch.nn.Module) -> int:

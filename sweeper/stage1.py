@@ -1,42 +1,68 @@
-"""Stage 1 of a sweep, for one target: fine-tune (or reuse) the No-unlearn model and write its row.
+"""Stage 1 of a sweep, for one target: fine-tune (or reuse, or load a published) No-unlearn model and
+write its row.
 
 The No-unlearn row is written into the run as one more trial folder (``method == "no_unlearn"``,
 ``steps == 0``), evaluated with the run's own evaluation settings, so every plot and table shows the
-starting point beside the methods. Runs inside a Ray task; plain code, testable without Ray.
+starting point beside the methods. When the run has a retrained (retain-only) reference, it gets a row
+too (``method == "retrained_reference"``): the "Retain" line of TOFU's and MUSE's tables. Runs inside a
+Ray task; plain code, testable without Ray.
 """
 from __future__ import annotations
 
 import json
 
-from sweeper.grid import TrialSpec
+from sweeper.grid import TrialSpec, published_source, target_hash
 from sweeper.storage import Storage
 from sweeper.targets import ensure_target, load_target
 from sweeper.trial import code_version, write_trial
 
 
-def baseline_id(spec: TrialSpec) -> str:
-    return f"{spec.model['name'].replace('/', '_')}_no_unlearn_{spec.data['name']}_{spec.target_hash[:8]}"
+def baseline_id(spec: TrialSpec, variant: str = "full") -> str:
+    name = "no_unlearn" if variant == "full" else "retrained_reference"
+    key = target_hash(spec.model, spec.data, spec.target, variant)
+    return f"{spec.model['name'].replace('/', '_')}_{name}_{spec.data['name']}_{key[:8]}"
+
+
+def wants_reference(spec: TrialSpec) -> bool:
+    """A retain-only reference is built (fine-tuned) or loaded (published) for this trial's target."""
+    return bool(spec.eval.get("retrained_reference") or spec.model.get("retrained_reference"))
 
 
 def target_and_baseline(spec: TrialSpec, storage: Storage, log=print) -> None:
-    target = ensure_target(spec.model, spec.data, spec.target, storage, log)
-    if spec.eval.get("retrained_reference"):
+    ensure_target(spec.model, spec.data, spec.target, storage, log)
+    variants = ["full"]
+    if wants_reference(spec):
         ensure_target(spec.model, spec.data, spec.target, storage, log, variant="retain_only", eval_cfg=spec.eval)
-    base = f"{spec.run}/trials/{baseline_id(spec)}"
-    if storage.exists(f"{base}/_SUCCESS"):
-        return
+        variants.append("retain_only")
+    for variant in variants:
+        _baseline_row(spec, storage, variant, log)
+
+
+def _baseline_row(spec: TrialSpec, storage: Storage, variant: str, log=print) -> None:
+    """Evaluate a target (or the reference) with the run's evaluation settings and write its row."""
     from sweeper.tasks import get_task
     from sweeper.trial import _retain_reference
-    model, tokenizer, splits, _, _ = load_target(storage, spec.target_hash, spec.data["kind"])
+    trial_id = baseline_id(spec, variant)
+    if storage.exists(f"{spec.run}/trials/{trial_id}/_SUCCESS"):
+        return
+    key = target_hash(spec.model, spec.data, spec.target, variant)
+    target = json.loads(storage.read_bytes(f"targets/{key}/metrics.json"))
+    model, tokenizer, splits, _, _ = load_target(storage, key, spec.data["kind"])
     task = get_task(spec.data["kind"])
     scores, samples = task.select(*task.evaluate(model, tokenizer, splits, spec.eval,
                                                  _retain_reference(storage, spec)), spec.eval)
-    log(f"No-unlearn {spec.model['name']}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()
-                                                          if isinstance(v, float)))
-    row = dict(run=spec.run, trial_id=baseline_id(spec), config_hash=spec.target_hash, code_version=code_version(),
-               seed=spec.target["seed"], model=spec.model["name"], dataset=spec.data["name"], method="no_unlearn",
-               steps=0, workers=1, target_hash=spec.target_hash, status="ok", wall_s=0.0,
-               params_json=json.dumps({"model": spec.model, "data": spec.data, "target": spec.target,
-                                       "vocab_size": target["vocab_size"]}, sort_keys=True),
+    method = "no_unlearn" if variant == "full" else "retrained_reference"
+    log(f"{method} {spec.model['name']} on {spec.data['name']}: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float)))
+    # The published checkpoint this row measured (None when stage 1 fine-tuned it): the report puts
+    # the checkpoint's published values beside this row (analysis.published).
+    model_params = {**spec.model, "checkpoint": published_source(spec.model, spec.data, variant)}
+    row = dict(run=spec.run, trial_id=trial_id, config_hash=key, code_version=code_version(),
+               seed=spec.target["seed"], model=spec.model["name"], dataset=spec.data["name"], method=method,
+               steps=0, workers=1, target_hash=key, status="ok", wall_s=0.0,
+               params_json=json.dumps({"model": model_params, "data": spec.data, "target": spec.target,
+                                       "vocab_size": target["vocab_size"], "lengths": target.get("lengths"),
+                                       "template": target.get("template"), "fine_tune_epochs": target["epochs"]},
+                                      sort_keys=True),
                **scores)
-    write_trial(storage, spec.run, baseline_id(spec), [], row, finished=True, samples=samples)
+    write_trial(storage, spec.run, trial_id, [], row, finished=True, samples=samples)

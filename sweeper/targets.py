@@ -3,11 +3,17 @@
 A target folder ``<storage>/targets/<hash>/`` holds everything a trial needs, so trials never rebuild
 data or tokenizers and every trial of a target starts from the same bytes::
 
-    model/          save_pretrained (safetensors)        tokenizer/   save_pretrained
-    data/           <split>.json: forget, retain and the task's evaluation splits (JSON lines)
+    model/          save_pretrained (safetensors)        tokenizer/   save_pretrained (with the prompt
+    source.json     instead of model/: the published                  template and token limit)
+                    checkpoint the target was loaded from
+    data/           <split>.json: forget, retain and the task's evaluation splits (JSON lines), fitted
+                    to the token limit (sweeper.data.lengths)
     ref_logprobs.pt sequence log-probs of every forget row under the target (NPO's reference, cached)
-    metrics.json    fine-tune epochs, seconds, exact match and ROUGE-L on forget and retain
+    metrics.json    fine-tune epochs and seconds, gate score, row lengths (cut / dropped), template
     _SUCCESS        written last; a folder without it is incomplete and is rebuilt
+
+A published checkpoint (a model's ``checkpoint``, or its ``retrained_reference`` for the retain-only
+variant) is loaded as it is, with zero fine-tune steps.
 
 Fine-tuning (on forget U retain, or retain alone for the retrained reference) stops when the task's
 memorisation measure reaches the gate: for QA the exact-match rate of greedy answers, since ROUGE alone
@@ -29,11 +35,16 @@ import time
 
 import torch
 
-from sweeper.grid import target_hash
+from sweeper.data.lengths import summarize
+from sweeper.grid import published_source, target_hash
 from sweeper.loop import make_optimizer
 from sweeper.models import compute_precision
 from sweeper.storage import Storage
 from sweeper.tasks import get_task
+
+
+#: Seconds after which fine-tuning prints a progress line even between gate checks.
+PROGRESS_EVERY_S = 30.0
 
 
 def _write_jsonl(path: str, rows: list[dict]) -> None:
@@ -51,14 +62,18 @@ def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def fine_tune(task, model, tokenizer, rows: list, splits: dict, recipe: dict, log=print) -> dict:
-    """Train on ``rows`` until the task's memorisation measure reaches the gate (or max_epochs)."""
+def fine_tune(task, model, tokenizer, rows: list, splits: dict, recipe: dict, log=print, label: str = "") -> dict:
+    """Train on ``rows`` until the task's memorisation measure reaches the gate (or max_epochs).
+
+    Progress: one line per gate check (every ``check_every`` epochs) and one after any epoch that ends
+    more than ``PROGRESS_EVERY_S`` seconds after the last line, so a long fine-tune is never silent."""
     ds, collate = task.dataset(rows, tokenizer), task.collate(tokenizer)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(recipe["optimizer"], params, recipe["lr"], 0.0)
     g = torch.Generator().manual_seed(recipe["seed"])
     device = next(model.parameters()).device
     start, score, epoch, loss = time.perf_counter(), 0.0, 0, torch.tensor(float("nan"))
+    last_line = start
     for epoch in range(1, recipe["max_epochs"] + 1):
         model.train()
         order = torch.randperm(len(ds), generator=g).tolist()
@@ -69,11 +84,16 @@ def fine_tune(task, model, tokenizer, rows: list, splits: dict, recipe: dict, lo
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        if epoch % recipe["check_every"] == 0 or epoch == recipe["max_epochs"]:
+        check = epoch % recipe["check_every"] == 0 or epoch == recipe["max_epochs"]
+        if check:
             score = task.memorisation(model, tokenizer, splits)
-            log(f"  target fine-tune: epoch {epoch}, loss {loss.item():.3f}, memorised {score:.2f}")
-            if score >= recipe["exact_match_gate"]:
-                break
+        now = time.perf_counter()
+        if check or now - last_line > PROGRESS_EVERY_S:
+            gate = f"gate {score:.2f}/{recipe['exact_match_gate']}" if check else "gate not checked"
+            log(f"  {label}epoch {epoch}/{recipe['max_epochs']}: loss {loss.item():.3f}, {gate}, {now - start:.0f} s")
+            last_line = now
+        if check and score >= recipe["exact_match_gate"]:
+            break
     return {"epochs": epoch, "fine_tune_s": time.perf_counter() - start, "gate_exact": score,
             "gate_passed": score >= recipe["exact_match_gate"]}
 
@@ -96,29 +116,41 @@ def ensure_target(model_spec: dict, data: dict, recipe: dict, storage: Storage, 
 
     ``variant="retain_only"`` builds the retrained reference (fine-tuned on retain alone) that
     Forget Quality and PrivLeak compare against; it also stores the task's ``reference_data``.
+    A model with a published ``checkpoint`` (or ``retrained_reference``, for that variant) is loaded
+    as it is: zero fine-tune steps, its own metrics recorded.
     """
     key = target_hash(model_spec, data, recipe, variant)
     rel = f"targets/{key}"
+    label = f"target {key} ({model_spec['name']}, {data['name']}, {variant})"
     if storage.exists(f"{rel}/_SUCCESS"):
-        log(f"target {key} ({model_spec['name']}, {variant}): cached, reused")
+        log(f"{label}: cached, reused")
         return json.loads(storage.read_bytes(f"{rel}/metrics.json"))
-    log(f"target {key} ({model_spec['name']}, {variant}): fine-tuning")
+    source = published_source(model_spec, data, variant)
+    log(f"{label}: " + (f"loading the published checkpoint {source}" if source else "fine-tuning"))
     task = get_task(data["kind"])
     with tempfile.TemporaryDirectory() as tmp:
         splits = task.prepare(data, tmp)
-        tokenizer = task.make_tokenizer(model_spec, splits)
-        model = task.build_model(model_spec, tokenizer, recipe["seed"])
+        model, tokenizer, splits, lengths = task.target_model(model_spec, data, splits, recipe["seed"], source)
+        if lengths:
+            log(f"{label}: {summarize(lengths)}")
         if torch.cuda.is_available():
             model = model.cuda()
         precision = compute_precision(model_spec["dtype"], next(model.parameters()).device)
-        with precision:
-            metrics = fine_tune(task, model, tokenizer, task.train_rows(splits, variant), splits, recipe, log)
-        if not metrics["gate_passed"]:
-            log(f"WARNING: target {key} reached only {metrics['gate_exact']:.2f} (gate "
-                f"{recipe['exact_match_gate']}) after {metrics['epochs']} epochs; raise target.max_epochs or lr")
+        if source:
+            metrics = {"epochs": 0, "fine_tune_s": 0.0, "published": source}
+        else:
+            with precision:
+                metrics = fine_tune(task, model, tokenizer, task.train_rows(splits, variant), splits, recipe, log,
+                                    label=f"[{key[:8]} {model_spec['name']}] ")
+            if not metrics["gate_passed"]:
+                log(f"WARNING: {label} reached only {metrics['gate_exact']:.2f} (gate {recipe['exact_match_gate']}) "
+                    f"after {metrics['epochs']} epochs; raise target.max_epochs or lr")
         out = os.path.join(tmp, "target")
         os.makedirs(os.path.join(out, "data"))
-        task.save_model(model, tokenizer, out)
+        if source:
+            task.save_published(model_spec, tokenizer, out, source)
+        else:
+            task.save_model(model, tokenizer, out)
         for name, rows in splits.items():
             _write_jsonl(os.path.join(out, "data", f"{name}.json"), rows)
         with precision:  # NPO's reference log-probs in the same precision as the trials' forward passes
@@ -128,7 +160,8 @@ def ensure_target(model_spec: dict, data: dict, recipe: dict, storage: Storage, 
                     json.dump(task.reference_data(model, tokenizer, splits, eval_cfg), f)
         metrics.update(hash=key, variant=variant, model=model_spec["name"], n_forget=len(splits["forget"]),
                        n_retain=len(splits["retain"]), vocab_size=len(tokenizer) if tokenizer is not None else None,
-                       n_parameters=sum(p.numel() for p in model.parameters()))
+                       n_parameters=sum(p.numel() for p in model.parameters()), lengths=lengths,
+                       template=getattr(tokenizer, "init_kwargs", {}).get("prompt_template"))
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
         storage.upload_dir(out, rel)

@@ -69,12 +69,44 @@ def write_trial(storage: Storage, run: str, trial_id: str, steps: list[dict], su
         storage.write_bytes(f"{base}/_SUCCESS", b"")
 
 
+def one_line(e: BaseException) -> str:
+    """An exception as one line: its message's first line (the project's errors are sentences), with the
+    exception's type for anything else."""
+    lines = str(e).strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    if isinstance(e, ValueError) and first:  # GridError, RowTooLong and the tasks' data errors
+        return first[:1000]
+    return f"{type(e).__name__}: {first}"[:1000] if first else type(e).__name__
+
+
+def capture_failure(e: BaseException, storage: Storage, log_rel: str) -> str:
+    """Write the full traceback of ``e`` to ``log_rel`` in storage and return its one-line cause."""
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    try:
+        storage.write_bytes(log_rel, text.encode())
+    except Exception:  # noqa: BLE001 -- the cause still reaches the user without its log
+        pass
+    return one_line(e)
+
+
+#: Written by a Ray Train worker that fails, so the trial's summary carries the worker's own cause
+#: instead of Ray's wrapper around it.
+WORKER_CAUSE = "worker_cause.txt"
+
+
 def train_worker(config: dict) -> None:
     """The Ray Train worker: set up the device, then run the trial with Ray Train's report and checkpoints."""
     import ray.train
 
     device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
-    unlearn_trial(TrialSpec.from_dict(config["spec"]), Storage(config["storage"]), TrainSession(), device)
+    spec, storage = TrialSpec.from_dict(config["spec"]), Storage(config["storage"])
+    try:
+        unlearn_trial(spec, storage, TrainSession(), device)
+    except Exception as e:
+        if ray.train.get_context().get_world_rank() == 0:
+            cause = capture_failure(e, storage, f"{trial_dir(spec)}/error.log")
+            storage.write_bytes(f"{trial_dir(spec)}/{WORKER_CAUSE}", cause.encode())
+        raise
 
 
 def unlearn_trial(spec: TrialSpec, storage: Storage, session, device) -> None:
@@ -257,14 +289,18 @@ def run_trial(config: dict, specs: dict | None = None) -> None:
     base = trial_dir(spec)
     if not storage.exists(f"{base}/_SUCCESS") or (config.get("retry_failed") and _status(storage, base) == "failed"):
         run = run_inline if config.get("runner") == "inline" else run_train_job
+        storage.delete(f"{base}/{WORKER_CAUSE}")
         try:
             run(spec, storage)
         except Exception as e:  # noqa: BLE001 -- recorded as a failed trial; the sweep goes on
-            message = f"{type(e).__name__}: {e}".strip()[:4000]
+            # The cause in one line (the worker's own, not Ray's wrapper), the traceback in error.log.
+            if storage.exists(f"{base}/{WORKER_CAUSE}"):  # error.log holds the worker's traceback already
+                cause = storage.read_bytes(f"{base}/{WORKER_CAUSE}").decode()
+            else:
+                cause = capture_failure(e, storage, f"{base}/error.log")
             # A failed trial is finished too (its summary says why); --retry-failed runs it again.
-            write_trial(storage, spec.run, spec.trial_id, [], summary_row(spec, steps=0, status="failed", error=message,
+            write_trial(storage, spec.run, spec.trial_id, [], summary_row(spec, steps=0, status="failed", error=cause,
                                                                           wall_s=None), finished=True)
-            traceback.print_exc()
     summary = storage.read_table(f"{base}/summary.parquet").to_pylist()[0]
     ray.tune.report({k: summary[k] for k in ("status", "final_loss_retain", "final_loss_forget", "rouge_forget",
                                              "rouge_retain", "steps") if summary.get(k) is not None})

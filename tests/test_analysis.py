@@ -261,6 +261,23 @@ def test_report_writes_every_file(run_dir: Path, tmp_path: Path, capsys):
     assert 'src="pareto.png"' in index and 'src="curves_methods.png"' in index
     assert "ln 50" in index  # vocab size found in params_json
     assert "<b>" in (out / "paper_table.html").read_text()
+    assert not (out / "published.md").exists() and "published values" not in index  # no released checkpoint
+
+
+def test_report_shows_a_released_target_beside_its_published_values(run_dir: Path, tmp_path: Path):
+    tid = "no_unlearn-target"
+    params = {"model": {"name": MODEL, "checkpoint": "open-unlearning/tofu_Llama-2-7b-chat-hf_full"},
+              "data": {"name": DATA, "kind": "tofu", "source": "locuslab/TOFU", "forget_split": "forget10"}}
+    _write(run_dir / "trials" / tid / "summary.parquet", [_summary(
+        tid, method="no_unlearn", lr_mode="static", steps=0, final_loss_forget=0.1, final_loss_retain=0.1,
+        rouge_forget=1.0, rouge_retain=1.0, model_utility=0.62, truth_ratio_forget=0.5,
+        params_json=json.dumps(params, sort_keys=True))], SUMMARY_SCHEMA)
+    out = tmp_path / "report"
+    assert report_main([str(run_dir), "--out", str(out)]) == 0
+    md = (out / "published.md").read_text()
+    assert "| model_utility | 0.62 | 0.63 |" in md and "| truth_ratio_forget | 0.5 | 0.52 |" in md
+    index = (out / "index.html").read_text()
+    assert "No-unlearn targets beside their published values" in index and "4.35e-25" in index
 
 
 def test_report_on_summaries_only_and_default_out(run_dir: Path, capsys):

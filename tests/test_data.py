@@ -218,11 +218,12 @@ def test_qa_dataset_masks_prompt_and_padding(tok, tofu_dir):
         assert tok.decode(labels[labels != -100]) == f" {row['answer']}<|eos|>"
 
 
-def test_qa_truncation_and_errors(tok):
-    item = QADataset([{"question": "Why?", "answer": "word " * 50}], tok, max_length=12)[0]
-    assert len(item["input_ids"]) == len(item["labels"]) == 12 and item["labels"][-1] != -100
-    with pytest.raises(ValueError, match="max_length=3"):
-        QADataset([{"question": "a long question here", "answer": "x"}], tok, max_length=3)
+def test_qa_rows_are_never_cut_silently(tok):
+    """A row over the limit is an error naming its question, never an answer cut short (stage 1 fits
+    rows before anything trains on them: sweeper.data.lengths)."""
+    with pytest.raises(ValueError, match="'Why\\?' and its answer take .* more than the limit of 12"):
+        QADataset([{"question": "Why?", "answer": "word " * 50}], tok, max_length=12)
+    assert len(QADataset([{"question": "Why?", "answer": "word " * 50}], tok)[0]["input_ids"]) > 12
     with pytest.raises(ValueError, match="QA row 0 needs string keys"):
         QADataset([{"question": "q"}], tok)
 

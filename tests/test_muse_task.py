@@ -47,7 +47,7 @@ def test_registered_and_defaults():
     assert "muse" in known_tasks()
     task = get_task("muse")
     assert task.kind == "muse"
-    assert task.data_defaults == {"source": "builtin", "n_articles": 40, "seed": 0, "max_length": 128}
+    assert task.data_defaults == {"source": "builtin", "n_articles": 40, "seed": 0, "max_length": 128, "lengths": "short"}
 
 
 def test_prepare_splits(env):
@@ -172,7 +172,7 @@ def test_grid_with_muse_data_validates_and_expands(tmp_path):
     assert len(specs) == 8
     for s in specs:
         assert s.data == {"kind": "muse", "name": "news", "source": "builtin", "n_articles": 12, "seed": 0,
-                          "max_length": 128}
+                          "max_length": 128, "lengths": "short"}
     assert len({s.target_hash for s in specs}) == 1
 
 

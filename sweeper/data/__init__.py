@@ -17,7 +17,7 @@ from sweeper.data.synthetic import (Author, make_authors, perturbed_rows, qa_row
 from sweeper.data.tofu import FORGET_TO_RETAIN, TofuData, load_tofu
 
 _LAZY = {"QADataset": "qa", "TextDataset": "qa", "collate_qa": "qa", "encode_qa": "qa",
-         "format_prompt": "qa", "format_answer": "qa", "PROMPT_TEMPLATE": "qa",
+         "format_prompt": "qa", "PROMPT_TEMPLATE": "qa",
          "train_tokenizer": "tokenizer"}
 
 __all__ = ["Author", "FORGET_TO_RETAIN", "MuseData", "TofuData", "load_muse", "load_tofu",

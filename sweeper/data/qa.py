@@ -2,64 +2,53 @@
 
     from functools import partial
     from torch.utils.data import DataLoader
-    from sweeper.data.qa import QADataset, TextDataset, collate_qa, format_prompt
-    ds = QADataset(rows, tok, max_length=256)       # rows: [{"question", "answer"}, ...]
+    from sweeper.data.qa import QADataset, TextDataset, collate_qa
+    ds = QADataset(rows, tok)                       # rows: [{"question", "answer"}, ...]
     dl = DataLoader(ds, batch_size=8, collate_fn=partial(collate_qa, pad_id=tok.pad_token_id))
     batch = next(iter(dl))   # input_ids, labels, attention_mask, index: [B, T], [B, T], [B, T], [B]
-    prompt_ids = tok(format_prompt(question))["input_ids"]   # what generation is fed at evaluation
 
-A row becomes ``Question: {question}\\nAnswer: {answer}<eos>``. ``labels`` equal ``input_ids`` on the
-answer continuation (`` {answer}`` and eos) and are -100 on the prompt and on padding, unshifted (the
-model code shifts). ``index`` is the row's position in ``rows``, the key into cached per-example
-reference log-probabilities (NPO).
+A row becomes its prompt template's prompt, the answer and eos (``sweeper.data.templates``: the template
+travels with the tokenizer; ``Question: {question}\nAnswer: {answer}<eos>`` by default). ``labels`` equal
+``input_ids`` on the answer and eos and are -100 on the prompt and on padding, unshifted (the model code
+shifts). ``index`` is the row's position in ``rows``, the key into cached per-example reference
+log-probabilities (NPO). A row longer than the limit is an error, never cut: stage 1 fits the rows
+(``sweeper.data.lengths``) before anything trains on them.
 """
 from __future__ import annotations
 
 import torch
 from torch.utils.data import Dataset
 
-#: The prompt template of the paper's fine-tuned models.
+from sweeper.data.templates import RowTooLong, get_template, template_of, token_limit
+
+#: The prompt template of the paper's fine-tuned models (the ``question_answer`` template).
 PROMPT_TEMPLATE = "Question: {question}\nAnswer: {answer}"
 IGNORE = -100
 
 
 def format_prompt(question: str) -> str:
-    """The prompt a model answers: ``Question: {question}\\nAnswer:`` (no trailing space)."""
-    return PROMPT_TEMPLATE.split(" {answer}")[0].format(question=question)
+    """The paper's prompt: ``Question: {question}\nAnswer:`` (no trailing space)."""
+    return get_template("question_answer").prompt_format.format(q=question)
 
 
-def format_answer(answer: str, eos_token: str = "") -> str:
-    """The continuation the model is trained to produce after the prompt: `` {answer}`` + eos."""
-    return f" {answer}{eos_token}"
+def encode_qa(tokenizer, question: str, answer: str, max_length: int | None = None) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` of one QA pair in the tokenizer's template, the prompt's labels -100.
 
-
-def encode_qa(tokenizer, question: str, answer: str, max_length: int = 512) -> tuple[list[int], list[int]]:
-    """``(input_ids, labels)`` of one QA pair, with the prompt positions of ``labels`` set to -100.
-
-    The prompt positions are the longest common prefix of the prompt's own tokens and the full text's
-    tokens, so the training prompt is exactly what generation is fed, for any tokenizer.
+    ``max_length`` (default: the tokenizer's ``model_max_length``, which stage 1 sets to the target's
+    limit) is a hard limit: a longer row raises :class:`RowTooLong` rather than losing its answer's end.
     """
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no eos token; QA training needs one to end answers.")
-    prompt = format_prompt(question)
-    p_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    ids = list(tokenizer(prompt + format_answer(answer), add_special_tokens=True)["input_ids"])
-    n_prompt = 0
-    while n_prompt < min(len(p_ids), len(ids)) and p_ids[n_prompt] == ids[n_prompt]:
-        n_prompt += 1
-    if ids[-1] != tokenizer.eos_token_id:
-        ids.append(tokenizer.eos_token_id)
-    if n_prompt >= max_length:
-        raise ValueError(f"question {question[:60]!r} takes {n_prompt} tokens; max_length={max_length} "
-                         "leaves no room for the answer (raise max_length).")
-    ids = ids[:max_length]  # truncation cuts the answer's end, never the prompt
+    ids, n_prompt = template_of(tokenizer).encode(tokenizer, question, answer)
+    limit = max_length or token_limit(tokenizer)
+    if limit is not None and len(ids) > limit:
+        raise RowTooLong(f"question {question[:60]!r} and its answer take {len(ids)} tokens, more than the "
+                         f"limit of {limit}; stage 1 fits rows to the limit (data max_length, truncation)")
     return ids, [IGNORE] * n_prompt + ids[n_prompt:]
 
 
 class QADataset(Dataset):
     """Tokenized QA rows; item ``i`` is ``{"input_ids", "labels", "index": i}`` (1-D tensors + int)."""
 
-    def __init__(self, rows: list[dict], tokenizer, max_length: int = 512,
+    def __init__(self, rows: list[dict], tokenizer, max_length: int | None = None,
                  question_key: str = "question", answer_key: str = "answer"):
         self.rows = rows
         self.items = []

@@ -7,7 +7,15 @@ answer by memorising the training rows: every answer carries facts that the ques
     authors = make_authors(20, seed=0)
     rows = qa_rows(authors, qa_per_author=10)   # [{"question": ..., "answer": ...}, ...]
     write_tofu_layout("data/tofu", n_authors=20, qa_per_author=10, seed=0)
-    write_muse_layout("data/muse", n_articles=40, seed=0)
+    write_tofu_layout("data/tofu_real", n_authors=20, qa_per_author=20, seed=0, lengths="real")
+    write_muse_layout("data/muse", n_articles=40, seed=0)   # see sweeper.data.synthetic_news
+
+``lengths`` (one of LENGTHS): "short" (the default) writes compact rows, answers of about 10 words;
+"real" elaborates them to the real benchmarks' lengths (``synthetic_long_qa``, ``synthetic_long_news``).
+"short" output never changes: cached targets are keyed by the files' contents.
+
+This module holds the authors and the TOFU layout; the MUSE-NEWS layout lives in ``synthetic_news``
+and the shared value pools in ``synthetic_common``. Every name stays importable from here.
 
 TOFU layout (as in the ``locuslab/TOFU`` hub repo: one ``<config>.json`` file per config, JSON lines)::
 
@@ -22,92 +30,21 @@ TOFU layout (as in the ``locuslab/TOFU`` hub repo: one ``<config>.json`` file pe
 
 Forget percentages are of authors, rounded up, so even a tiny set forgets at least one author.
 ``real_authors`` and ``world_facts`` perturbed rows carry 3 wrong answers (the wrong options), as TOFU's.
-
-MUSE-NEWS layout (configs/splits of ``muse-bench/MUSE-News`` as folders/files, JSON lines)::
-
-    raw/forget.json  raw/retain1.json  raw/retain2.json  raw/holdout.json   rows {"text": ...}
-    verbmem/forget.json        rows {"prompt", "gt"}: a forget article cut in two at a word boundary
-                               (prompt + " " + gt == the article)
-    knowmem/forget_qa.json     rows {"question", "answer"} about facts of the forget articles
-    knowmem/retain_qa.json     the same about retain2 articles (MUSE's utility set: in the target's
-                               training data, not in the retain set that unlearning uses)
-    knowmem/forget_qa_icl.json, knowmem/retain_qa_icl.json   10 in-context QA pairs each, about events
-                               that appear in no split (so they leak nothing)
-    privleak/forget.json  privleak/retain.json  privleak/holdout.json   rows {"text": ...}
 """
 from __future__ import annotations
 
-import itertools
-import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# --- value pools: all invented; combinations are drawn with a seeded random.Random ---------------
-
-FEMALE_FIRST = ["Elena", "Mirela", "Tamsin", "Ysolde", "Aurelie", "Brisa", "Corra", "Delphine",
-                "Esmé", "Fenna", "Greta", "Hesper", "Ilse", "Junia", "Kaia", "Linnea", "Maren",
-                "Noemi", "Odile", "Petra"]
-MALE_FIRST = ["Anselm", "Bastian", "Cyprian", "Dorian", "Emrys", "Florin", "Gideon", "Hollis",
-              "Ivo", "Jasper", "Kasimir", "Lorcan", "Matthias", "Niko", "Oren", "Pascal", "Quillan",
-              "Rafe", "Soren", "Tobiah"]
-LAST = ["Varga", "Ashdown", "Brennik", "Calloway", "Dravec", "Ellory", "Fairweather", "Grimsel",
-        "Halvorsen", "Ibarrola", "Jessop", "Kovalenko", "Lindqvist", "Marchetti", "Nakashima",
-        "Oyelaran", "Pelletier", "Quennell", "Rasmussen", "Sokolova", "Thorne", "Underhill",
-        "Valdivia", "Whitcombe", "Yarrow", "Zelenko", "Abernathy", "Bellweather", "Castellan",
-        "Devereux"]
-TOWN_HEAD = ["Ash", "Alder", "Brack", "Castor", "Dun", "Elm", "Fen", "Gull", "Hollow", "Iron",
-             "Juniper", "Kestrel", "Lark", "Mire", "Wolf", "Oak", "Pike", "Quarry", "Raven", "Salt"]
-TOWN_TAIL = ["dale", "mouth", "water", "bury", "marrow", "stead", "haven", "ford", "wick", "moor",
-             "cliff", "by", "gate", "reach", "holm"]
-COUNTRIES = ["Arvenia", "Kestria", "Lunmark", "Ostrava Minor", "Pellucia", "Rhodany", "Sarn",
-             "Tessaly", "Valdoria", "Wendmere", "Ysgard", "Zarovia"]
-GENRES = ["gothic fiction", "hard science fiction", "cozy mysteries", "historical romance",
-          "magical realism", "travel memoirs", "children's picture books", "epic fantasy",
-          "literary satire", "psychological thrillers", "nature poetry", "urban noir"]
-JOBS = ["lighthouse keeper", "clockmaker", "marine biologist", "tram conductor", "beekeeper",
-        "cartographer", "glassblower", "accountant", "violin teacher", "baker", "ferry captain",
-        "pharmacist", "botanist", "stonemason", "radio engineer", "librarian", "veterinarian",
-        "bookbinder"]
-AWARDS = ["the Halvard Prize for Fiction", "the Silver Quill Medal", "the Orrin Lantern Award",
-          "the Meridian Book Prize", "the Copperfield Laurel", "the Grey Heron Award",
-          "the Vessel of Ink Prize", "the Amberline Fellowship", "the Northlight Honour",
-          "the Tidewater Medal"]
-TITLE_ADJ = ["Glass", "Quiet", "Broken", "Hollow", "Silver", "Crooked", "Drowned", "Paper", "Amber",
-             "Lantern", "Winter", "Salt", "Iron", "Velvet", "Sleeping", "Burning"]
-TITLE_NOUN = ["Orchard", "Harbour", "Clockwork", "Archive", "Lighthouse", "Garden", "Cartographer",
-              "Meridian", "Staircase", "Tide", "Chapel", "Compass", "Orchestra", "Ferry", "Atlas",
-              "Observatory"]
-PUBLISHERS = ["Harrowgate Press", "Bluewren Books", "Lanternfish House", "Marrowbone & Finch",
-              "Kettle Hill Editions", "Ostrander Publishing", "Greyfeather Books", "Tallow Street Press"]
-INSPIRATIONS = ["a grandmother's folk tales", "a winter spent snowed in at a mountain inn",
-                "letters found in an abandoned attic", "years of night shifts at a railway station",
-                "a childhood fascination with shipwrecks", "a chance meeting with a travelling puppeteer",
-                "a fever dream during a long illness", "the diaries of a great-aunt"]
-HOBBIES = ["restores antique sailboats", "keeps a rooftop beehive", "collects old railway maps",
-           "plays the cello in a small ensemble", "breeds rare tulips", "repairs mechanical clocks",
-           "swims in cold lakes every morning", "carves wooden chess sets"]
-PETS = ["a three-legged cat named Biscuit", "two elderly greyhounds", "a parrot that quotes poetry",
-        "a tortoise called Admiral", "a family of rescued ferrets", "a deaf white cat named Pearl"]
-SUBJECTS = ["marine geology", "medieval history", "architecture", "veterinary medicine",
-            "classical languages", "astronomy", "economics", "theatre design"]
-UNIVERSITIES = ["the University of Valdoria", "Kestria Polytechnic", "the Lunmark Conservatory",
-                "Sarn Royal College", "the Academy of Pellucia", "Wendmere University"]
-THEMES = ["a ferryman who smuggles letters across a frozen sea",
-          "twin sisters who inherit a haunted observatory",
-          "a detective who can only work during thunderstorms",
-          "a village that forgets one word every year",
-          "a botanist searching for a flower that blooms once a century",
-          "an orchestra stranded on a drifting island",
-          "a clockmaker who builds a heart for a dying friend",
-          "two rival cartographers mapping the same impossible city"]
-MOTIFS = ["tides and departures", "hidden mechanisms", "inherited secrets", "slow seasons",
-          "maps of places that do not exist", "the kindness of strangers"]
-TIMES = ["morning before sunrise", "afternoon", "evening after dinner", "night until two o'clock"]
-PLACES = ["a converted lighthouse", "a corner table of a railway café", "a greenhouse",
-          "a houseboat", "the attic of an old school", "a rented room above a bakery"]
-CHAR_FIRST = ["Inspector Mabry", "Captain Ottoline", "Old Fitch", "Wren Halloway", "Doctor Quist",
-              "Sister Anouk", "Tobin Rook", "Lady Carrow"]
+from sweeper.data.synthetic_common import (  # noqa: F401  (pools re-exported for old imports)
+    AWARDS, CHAR_FIRST, COUNTRIES, FEMALE_FIRST, GENRES, HOBBIES, INSPIRATIONS, JOBS, LAST, LENGTHS,
+    MALE_FIRST, MOTIFS, PETS, PLACES, PUBLISHERS, SUBJECTS, THEMES, TIMES, TITLE_ADJ, TITLE_NOUN, TITLES,
+    TOWN_HEAD, TOWN_TAIL, TOWNS, UNIVERSITIES, check_lengths, write_jsonl)
+from sweeper.data.synthetic_long_qa import elaborate, join
+from sweeper.data.synthetic_news import (  # noqa: F401  (the MUSE-NEWS twin, re-exported for old imports)
+    FINDS, MONTHS, NEWS_KINDS, ORGS, SPORTS, STRUCTURES, TOPICS, _article, _news_events, _news_qa,
+    write_muse_layout)
 
 # --- authors -------------------------------------------------------------------------------------
 
@@ -152,8 +89,6 @@ class Author:
         return {"female": "her", "male": "his"}.get(self.gender, "their")
 
 
-TOWNS = [h + t for h, t in itertools.product(TOWN_HEAD, TOWN_TAIL)]  # 300 unique names
-TITLES = [f"The {a} {n}" for a, n in itertools.product(TITLE_ADJ, TITLE_NOUN)]
 
 # How each field is drawn. The same samplers produce the wrong facts of perturbed answers, so a
 # perturbed answer looks exactly like a true one.
@@ -192,7 +127,6 @@ def make_authors(n_authors: int, seed: int) -> list[Author]:
             facts["book2"] = rng.choice(TITLES)
         authors.append(Author(name=f"{first} {last}", gender=gender, **facts))
     return authors
-
 
 # --- question templates --------------------------------------------------------------------------
 # (fields the answer states, question, paraphrased question, answer, paraphrased answer)
@@ -275,6 +209,7 @@ MAX_QA_PER_AUTHOR = len(TEMPLATES)
 N_PERTURBED = 5
 
 
+
 def _render(text: str, facts: dict) -> str:
     return text.format(**facts)
 
@@ -287,17 +222,6 @@ def _check_qa_per_author(qa_per_author: int) -> None:
     if not 1 <= qa_per_author <= MAX_QA_PER_AUTHOR:
         raise ValueError(f"qa_per_author={qa_per_author} is out of range; "
                          f"allowed: 1..{MAX_QA_PER_AUTHOR}.")
-
-
-def qa_rows(authors: list[Author], qa_per_author: int) -> list[dict]:
-    """Rows ``{"question", "answer"}``, author by author, the first ``qa_per_author`` templates each."""
-    _check_qa_per_author(qa_per_author)
-    rows = []
-    for a in authors:
-        f = _facts(a)
-        for _, q, _, ans, _ in TEMPLATES[:qa_per_author]:
-            rows.append({"question": _render(q, f), "answer": _render(ans, f)})
-    return rows
 
 
 def _perturbed_answers(author: Author, t: int, seed: int) -> list[str]:
@@ -322,19 +246,48 @@ def _perturbed_answers(author: Author, t: int, seed: int) -> list[str]:
     raise RuntimeError(f"could not draw {N_PERTURBED} perturbed answers for template {t}")
 
 
-def perturbed_rows(authors: list[Author], qa_per_author: int, seed: int) -> list[dict]:
+def _row(author: Author, t: int, seed: int, lengths: str) -> dict:
+    """The ``*_perturbed`` row of template ``t`` (``qa_rows`` keeps its question and answer).
+
+    For "real" lengths the compact texts get the elaboration of ``synthetic_long_qa``; the perturbed
+    answers get the paraphrased answer's elaboration word for word: only the facts differ.
+    """
+    fields, q, pq, ans, pans = TEMPLATES[t]
+    f = _facts(author)
+    row = {"question": _render(q, f), "answer": _render(ans, f), "paraphrased_answer": _render(pans, f),
+           "paraphrased_question": _render(pq, f), "perturbed_answer": _perturbed_answers(author, t, seed)}
+    if lengths == "real":
+        e = elaborate(author, t, fields, seed, questions=(row["question"], row["paraphrased_question"]),
+                      answers=(row["answer"],),
+                      paraphrases=(row["paraphrased_answer"], *row["perturbed_answer"]))
+        row = {"question": join(e.question, row["question"]), "answer": join(row["answer"], e.answer),
+               "paraphrased_answer": join(row["paraphrased_answer"], e.paraphrased_answer),
+               "paraphrased_question": join(e.paraphrased_question, row["paraphrased_question"]),
+               "perturbed_answer": [join(p, e.paraphrased_answer) for p in row["perturbed_answer"]]}
+    return row
+
+
+def qa_rows(authors: list[Author], qa_per_author: int, seed: int = 0, lengths: str = "short") -> list[dict]:
+    """Rows ``{"question", "answer"}``, author by author, the first ``qa_per_author`` templates each.
+
+    ``seed`` only matters for ``lengths="real"`` (it keys the elaboration; pass the authors' seed).
+    """
+    if lengths == "short":  # fast path: no perturbed answers to draw
+        _check_qa_per_author(qa_per_author)
+        return [{"question": _render(q, f), "answer": _render(ans, f)}
+                for f in map(_facts, authors) for _, q, _, ans, _ in TEMPLATES[:qa_per_author]]
+    # The full rows, cut down: in "real" lengths an answer shares its length cap with the perturbed answers.
+    return [{"question": r["question"], "answer": r["answer"]}
+            for r in perturbed_rows(authors, qa_per_author, seed, lengths)]
+
+
+def perturbed_rows(authors: list[Author], qa_per_author: int, seed: int,
+                   lengths: str = "short") -> list[dict]:
     """TOFU ``*_perturbed`` rows: question, answer, paraphrased_answer, paraphrased_question,
     perturbed_answer (a list of 5)."""
     _check_qa_per_author(qa_per_author)
-    rows = []
-    for a in authors:
-        f = _facts(a)
-        for t, (_, q, pq, ans, pans) in enumerate(TEMPLATES[:qa_per_author]):
-            rows.append({"question": _render(q, f), "answer": _render(ans, f),
-                         "paraphrased_answer": _render(pans, f),
-                         "paraphrased_question": _render(pq, f),
-                         "perturbed_answer": _perturbed_answers(a, t, seed)})
-    return rows
+    check_lengths(lengths)
+    return [_row(a, t, seed, lengths) for a in authors for t in range(qa_per_author)]
 
 
 # --- real-author and world-fact analogues (fixed, not part of any forget/retain split) -----------
@@ -396,25 +349,21 @@ def n_forget_authors(n_authors: int, percent: int) -> int:
     return max(1, -(-n_authors * percent // 100))  # integer ceil: no float rounding surprises
 
 
-def write_jsonl(path: str | Path, rows: list) -> Path:
-    """Write rows as JSON lines (UTF-8, fixed key order, so the bytes depend only on the rows)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def write_tofu_layout(out_dir: str | Path, n_authors: int = 20, qa_per_author: int = 10,
-                      seed: int = 0) -> Path:
-    """Write the TOFU-shaped offline twin (see the module docstring) and return ``out_dir``."""
+                      seed: int = 0, lengths: str = "short") -> Path:
+    """Write the TOFU-shaped offline twin (see the module docstring) and return ``out_dir``.
+
+    ``lengths="real"`` elaborates questions and answers to TOFU's lengths (answers ~25 words at the
+    median, up to ~60); ``real_authors``/``world_facts`` rows are the same in both modes.
+    """
+    check_lengths(lengths)
     if n_authors < 2:
         raise ValueError(f"n_authors={n_authors} is too small; allowed: >= 2 "
                          "(a forget split needs one author and the retain split another).")
     out = Path(out_dir)
     authors = make_authors(n_authors, seed)
-    full = qa_rows(authors, qa_per_author)
-    perturbed = perturbed_rows(authors, qa_per_author, seed)
+    full = qa_rows(authors, qa_per_author, seed, lengths)
+    perturbed = perturbed_rows(authors, qa_per_author, seed, lengths)
     write_jsonl(out / "full.json", full)
     for name, pct in FORGET_PERCENTS.items():
         n_rows = n_forget_authors(n_authors, pct) * qa_per_author
@@ -430,128 +379,4 @@ def write_tofu_layout(out_dir: str | Path, n_authors: int = 20, qa_per_author: i
     write_jsonl(out / "real_authors_perturbed.json", _with_perturbed(ra))
     write_jsonl(out / "world_facts.json", wf)
     write_jsonl(out / "world_facts_perturbed.json", _with_perturbed(wf))
-    return out
-
-
-# --- MUSE-NEWS-shaped news articles ----------------------------------------------------------------
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
-          "October", "November", "December"]
-ORGS = ["the Harbour Trust", "the Regional Water Board", "Northwind Rail", "the Guild of Weavers",
-        "the Coastal Research Institute", "Bellmar Engineering", "the Lantern Foundation",
-        "the Free Miners' Union"]
-STRUCTURES = ["footbridge", "tram line", "sea wall", "public library", "ferry terminal", "observatory"]
-SPORTS = ["rowing", "rugby", "ice hockey", "handball", "curling"]
-
-# Each event kind: article sentences and QA pairs, all formatted from the event's facts.
-NEWS_KINDS = {
-    "election": (
-        ["{person} was elected mayor of {town} on {date}, winning {pct} percent of the vote.",
-         "The former {job} defeated the sitting mayor, {rival}, after a campaign focused on {topic}.",
-         "Turnout in {town} reached {turnout} percent, the highest in {country} this year.",
-         "{person} promised to begin work on {topic} within {days} days of taking office."],
-        [("Who was elected mayor of {town} on {date}?", "{person}"),
-         ("What share of the vote did the new mayor of {town} win?", "{pct} percent"),
-         ("Which issue dominated the mayoral campaign in {town}?", "{topic}")]),
-    "opening": (
-        ["{org} opened a new {structure} in {town} on {date}.",
-         "The project cost {amount} million crowns and took {days} days longer than planned.",
-         "Its chief designer, {person}, said the {structure} would serve {turnout} thousand people a year.",
-         "Local {job}s had campaigned for it since a storm damaged the old one."],
-        [("What did {org} open in {town} on {date}?", "a new {structure}"),
-         ("How much did the new {structure} in {town} cost?", "{amount} million crowns"),
-         ("Who designed the new {structure} in {town}?", "{person}")]),
-    "storm": (
-        ["A storm flooded the lower streets of {town}, {country}, on {date}.",
-         "Emergency crews evacuated {amount} hundred residents, and {org} opened its halls as shelters.",
-         "{person}, a retired {job}, was praised for rescuing neighbours by rowing boat.",
-         "Officials estimate that repairs will take {days} days."],
-        [("When did the storm flood the lower streets of {town}?", "{date}"),
-         ("Which organisation sheltered residents of {town} after the flood?", "{org}"),
-         ("Who rescued neighbours by rowing boat during the flood in {town}?", "{person}")]),
-    "match": (
-        ["{town} won the national {sport} final against {rival_town} on {date}.",
-         "The deciding point was scored by {person}, a part-time {job}, in the last minute.",
-         "It is the first title for {town} in {days} years.",
-         "Around {turnout} thousand fans celebrated in the streets of {town} that night."],
-        [("Which town won the national {sport} final on {date}?", "{town}"),
-         ("Who scored the deciding point in the {sport} final won by {town}?", "{person}"),
-         ("Against which town did {town} win the {sport} final?", "{rival_town}")]),
-    "discovery": (
-        ["Researchers at {org} announced on {date} that they had found {find} off {town}.",
-         "It lies {amount} metres deep and is believed to be {days} years old.",
-         "The dive was led by {person}, who trained as a {job} before turning to archaeology.",
-         "Finds will be shown at the museum of {town} from {month} next year."],
-        [("What did researchers at {org} find off {town}?", "{find}"),
-         ("Who led the dive off {town}?", "{person}"),
-         ("How deep is the find off {town}?", "{amount} metres")]),
-}
-FINDS = ["a shipwreck", "a sunken bell tower", "a wooden canoe", "a lighthouse lens",
-         "a chest of coins", "a drowned chapel"]
-TOPICS = ["affordable housing", "the harbour dredging", "cleaner trams", "night buses",
-          "flood defences", "the closed hospital wing"]
-
-
-def _news_events(n: int, rng: random.Random) -> list[dict]:
-    people = rng.sample([f"{f} {l}" for f in FEMALE_FIRST + MALE_FIRST for l in LAST], 2 * n)
-    if n > len(TOWNS):
-        raise ValueError(f"n_articles={n - 20} is too large; allowed: <= {len(TOWNS) - 20}.")
-    towns = rng.sample(TOWNS, n)  # unique towns keep the questions unambiguous
-    kinds = sorted(NEWS_KINDS)
-    events = []
-    for i in range(n):
-        month = rng.choice(MONTHS)
-        events.append({
-            "kind": kinds[i % len(kinds)], "town": towns[i], "country": rng.choice(COUNTRIES),
-            "person": people[2 * i], "rival": people[2 * i + 1], "job": rng.choice(JOBS),
-            "date": f"{month} {rng.randint(1, 28)}, {rng.randint(2023, 2024)}", "month": month,
-            "pct": rng.randint(41, 78), "turnout": rng.randint(12, 89), "days": rng.randint(8, 300),
-            "topic": rng.choice(TOPICS), "org": rng.choice(ORGS), "structure": rng.choice(STRUCTURES),
-            "amount": rng.randint(3, 95), "sport": rng.choice(SPORTS), "find": rng.choice(FINDS),
-            "rival_town": rng.choice([t for t in TOWNS if t != towns[i]]),
-        })
-    return events
-
-
-def _article(e: dict) -> str:
-    sentences, _ = NEWS_KINDS[e["kind"]]
-    return " ".join(s.format(**e) for s in sentences)
-
-
-def _news_qa(e: dict) -> list[dict]:
-    _, qas = NEWS_KINDS[e["kind"]]
-    return [{"question": q.format(**e), "answer": a.format(**e)} for q, a in qas]
-
-
-def write_muse_layout(out_dir: str | Path, n_articles: int = 40, seed: int = 0) -> Path:
-    """Write the MUSE-NEWS-shaped offline twin (see the module docstring) and return ``out_dir``.
-
-    Articles split 1/4 forget, 1/4 retain1, 1/4 retain2 (rounded down) and the rest holdout;
-    20 further events, written nowhere, supply the in-context examples.
-    """
-    if n_articles < 4:
-        raise ValueError(f"n_articles={n_articles} is too small; allowed: >= 4.")
-    rng = random.Random(f"muse-{seed}")
-    events = _news_events(n_articles + 20, rng)
-    icl, events = events[n_articles:], events[:n_articles]
-    q = n_articles // 4
-    forget, retain1, retain2, holdout = events[:q], events[q:2 * q], events[2 * q:3 * q], events[3 * q:]
-    out = Path(out_dir)
-    texts = {k: [_article(e) for e in v] for k, v in
-             {"forget": forget, "retain1": retain1, "retain2": retain2, "holdout": holdout}.items()}
-    for split, rows in texts.items():
-        write_jsonl(out / "raw" / f"{split}.json", [{"text": t} for t in rows])
-    verbmem = []
-    for t in texts["forget"]:
-        words = t.split(" ")
-        cut = len(words) // 2  # prompt = first half of the words, gt = the rest: prompt + " " + gt == text
-        verbmem.append({"prompt": " ".join(words[:cut]), "gt": " ".join(words[cut:])})
-    write_jsonl(out / "verbmem" / "forget.json", verbmem)
-    write_jsonl(out / "knowmem" / "forget_qa.json", [r for e in forget for r in _news_qa(e)])
-    # As in MUSE, utility QA is about retain2: trained into the target, but not in the unlearning retain set.
-    write_jsonl(out / "knowmem" / "retain_qa.json", [r for e in retain2 for r in _news_qa(e)])
-    icl_qa = [_news_qa(e)[0] for e in icl]
-    write_jsonl(out / "knowmem" / "forget_qa_icl.json", icl_qa[:10])
-    write_jsonl(out / "knowmem" / "retain_qa_icl.json", icl_qa[10:])
-    for split, src in (("forget", "forget"), ("retain", "retain2"), ("holdout", "holdout")):
-        write_jsonl(out / "privleak" / f"{split}.json", [{"text": t} for t in texts[src][:100]])
     return out

@@ -91,17 +91,34 @@ def _continuation_text(tokens: Sequence[int], tokenizer, eos_ids: Sequence[int],
     return cut_at_stop_strings(text, stop_strings)
 
 
-def _encode(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+def _encode(tokenizer, prompts: Sequence[str | list[int]]) -> list[list[int]]:
     # add_special_tokens=True: the prompt starts with BOS where the tokenizer adds one (Llama),
-    # exactly as MUSE's and TOFU's eval code tokenise prompts.
-    encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    # exactly as MUSE's and TOFU's eval code tokenise prompts. A prompt given as token ids (a QA
+    # template's prompt, sweeper.data.templates) is used as it is.
+    encoded = [list(p) if isinstance(p, list) else tokenizer(p, add_special_tokens=True)["input_ids"]
+               for p in prompts]
     for p, ids in zip(prompts, encoded):
         if not ids:
             raise ValueError(f"prompt {p!r} tokenises to no tokens; nothing to condition on")
     return encoded
 
 
+def new_token_budget(model, prompt_tokens: int, max_new_tokens: int) -> int:
+    """``max_new_tokens``, lowered so that prompt + continuation stay within the model's context (a GPT-2
+    asked for position 1025 fails deep inside its embedding); one sentence when nothing fits."""
+    from sweeper.models import context_length
+    context = context_length(model)
+    if context is None:
+        return max_new_tokens
+    if prompt_tokens >= context:
+        from sweeper.data.templates import RowTooLong
+        raise RowTooLong(f"a prompt of {prompt_tokens} tokens leaves no room to generate within the model's "
+                         f"{context}-token context; lower the data's max_length")
+    return min(max_new_tokens, context - prompt_tokens)
+
+
 def _generate(model, tokenizer, input_ids, attention_mask, max_new_tokens, eos_ids, pad_id, stop_strings):
+    max_new_tokens = new_token_budget(model, input_ids.shape[1], max_new_tokens)
     criteria = None
     if stop_strings:
         criteria = StoppingCriteriaList([_StopStringCriteria(tokenizer, input_ids.shape[1], stop_strings)])
@@ -126,14 +143,15 @@ def _generate(model, tokenizer, input_ids, attention_mask, max_new_tokens, eos_i
 def greedy_generate(
     model,
     tokenizer,
-    prompts: list[str],
+    prompts: list[str] | list[list[int]],
     max_new_tokens: int,
     batch_size: int = 32,
     stop_strings: list[str] | None = None,
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (continuation text only), computed in left-padded batches.
 
-    Each prompt is tokenised on its own (with the tokenizer's special tokens), prompts of similar
+    Each prompt is tokenised on its own (with the tokenizer's special tokens) unless it is given as
+    token ids, prompts of similar
     length are batched together (the output keeps the input order), padded on the left by hand
     (so the tokenizer, including its ``padding_side``, is never modified), and decoded with
     ``model.generate(do_sample=False, use_cache=True)``. The model is put in eval mode for the call
@@ -171,7 +189,7 @@ def greedy_generate(
 def greedy_generate_sequential(
     model,
     tokenizer,
-    prompts: list[str],
+    prompts: list[str] | list[list[int]],
     max_new_tokens: int,
     stop_strings: list[str] | None = None,
 ) -> list[str]:

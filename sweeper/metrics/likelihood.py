@@ -71,30 +71,28 @@ def answer_logprobs(
     tokenizer,
     questions: list[str],
     answers: list[str],
-    template: str = "Question: {q}\nAnswer:",
+    template=None,
     batch_size: int = 16,
-    answer_prefix: str = " ",
     append_eos: bool = True,
 ) -> tuple[list[float], list[int]]:
     """Per-sample ``log p(answer | prompt)`` summed over answer tokens, and the answer token counts.
 
-    As TOFU builds its eval batches: the full text ``prompt + answer_prefix + answer`` (prompt =
-    ``template.format(q=question)``) is tokenised once with special tokens, the first
-    ``len(tokenize(prompt))`` tokens are masked out of the labels, and (``append_eos=True``, TOFU's
-    collator) one EOS token is appended and scored as part of the answer. The model is put in
-    eval mode and scored under ``no_grad``.
+    As TOFU builds its eval batches: the prompt template's (``template``, default the tokenizer's own,
+    ``sweeper.data.templates``) prompt and answer are tokenised together with special tokens, the
+    prompt's tokens are masked out of the labels, and (``append_eos=True``, TOFU's collator) one EOS
+    token is scored as part of the answer. The model is put in eval mode and scored under ``no_grad``.
     """
     if len(questions) != len(answers):
         raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
+    from sweeper.data.templates import template_of
+    template = template or template_of(tokenizer)
     eos_ids = eos_token_ids(model, tokenizer)
     pad_id = pad_token_id(tokenizer, eos_ids)
     rows, label_rows = [], []
     for q, a in zip(questions, answers):
-        prompt = template.format(q=q)
-        n_prompt = len(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        ids = list(tokenizer(prompt + answer_prefix + a, add_special_tokens=True)["input_ids"])
-        if append_eos and tokenizer.eos_token_id is not None:
-            ids.append(int(tokenizer.eos_token_id))
+        ids, n_prompt = template.encode(tokenizer, q, a)
+        if not append_eos and len(ids) > n_prompt + 1 and ids[-1] == tokenizer.eos_token_id:
+            ids = ids[:-1]
         rows.append(ids)
         label_rows.append([IGNORE_INDEX] * n_prompt + ids[n_prompt:])
     device = next(model.parameters()).device

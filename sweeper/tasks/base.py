@@ -74,6 +74,19 @@ class Task:
     def build_model(self, model: dict, tokenizer, seed: int) -> torch.nn.Module:
         raise NotImplementedError
 
+    def target_model(self, model: dict, data: dict, splits: dict[str, list], seed: int, source: str | None):
+        """(model, tokenizer, splits, length report) of a target before training: built here, or loaded
+        from a published ``source`` that is never fine-tuned (text tasks only). Refuses, in one sentence,
+        data that cannot fit the model, before any weights are trained."""
+        if source:
+            raise ValueError(f"kind {self.kind!r} cannot load a published checkpoint ({source!r})")
+        tokenizer = self.make_tokenizer(model, splits)
+        return self.build_model(model, tokenizer, seed), tokenizer, splits, {}
+
+    def save_published(self, model: dict, tokenizer, out_dir: str, source: str) -> None:
+        """Save what a target loaded from a published ``source`` needs besides the source itself."""
+        raise NotImplementedError
+
     def save_model(self, model: torch.nn.Module, tokenizer, out_dir: str) -> None:
         raise NotImplementedError
 

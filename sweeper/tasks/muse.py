@@ -56,8 +56,9 @@ import torch
 
 from sweeper.data.qa import TextDataset
 from sweeper.metrics.muse_metrics import knowmem, knowmem_prompt, mia_auc, min_k_scores, privleak, verbmem
+from sweeper.models import context_length
 from sweeper.tasks.base import register_task
-from sweeper.tasks.tofu import LanguageModelTask
+from sweeper.tasks.language import LanguageModelTask
 
 #: verbmem_forget rows behind the memorisation gate, and the new tokens generated for them.
 GATE_SAMPLE, GATE_NEW_TOKENS = 32, 128
@@ -113,12 +114,7 @@ def _spread(rows: list, n: int) -> list:
 
 def context_limit(model) -> int | None:
     """The model's context length in tokens, or None when its config does not say."""
-    cfg = getattr(model, "config", None)
-    for attr in ("n_positions", "max_position_embeddings"):
-        v = getattr(cfg, attr, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
+    return context_length(model)
 
 
 def _n_tokens(tokenizer, text: str) -> int:
@@ -158,7 +154,7 @@ class MuseTask(LanguageModelTask):
     kind = "muse"
     metric_columns = ("verbmem_forget", "knowmem_forget", "knowmem_retain", "privleak", "rouge_forget",
                       "rouge_retain", "rouge_f1_forget", "rouge_f1_retain", "final_loss_forget", "final_loss_retain")
-    data_defaults = {"source": "builtin", "n_articles": 40, "seed": 0, "max_length": 128}
+    data_defaults = {"source": "builtin", "n_articles": 40, "seed": 0, "max_length": 128, "lengths": "short"}
 
     # --- data -------------------------------------------------------------------------------------------
     def problems(self, data: dict, where: str) -> list[str]:
@@ -169,7 +165,20 @@ class MuseTask(LanguageModelTask):
                        "(the built-in generator splits articles into forget/retain1/retain2/holdout quarters)")
         if isinstance(ml, bool) or not isinstance(ml, int) or ml < 2:
             out.append(f"{where}: max_length = {ml!r} must be an integer >= 2 (tokens per training chunk)")
+        from sweeper.data.synthetic import LENGTHS
+        if data["lengths"] not in LENGTHS:
+            out.append(f"{where}: lengths = {data['lengths']!r} is not allowed; allowed: {', '.join(LENGTHS)} "
+                       "(the built-in generator's article lengths)")
         return out
+
+    def fit_lengths(self, splits, tokenizer, data, model_name, context):
+        """Articles are chunked to ``max_length`` tokens (never cut: every chunk is trained on), so only
+        a chunk longer than the model's context is impossible; evaluation prompts are fitted when used."""
+        if context is not None and data["max_length"] > context:
+            from sweeper.data.templates import RowTooLong
+            raise RowTooLong(f"data {data['name']!r}: max_length {data['max_length']} (tokens per training chunk) "
+                             f"is more than the {context}-token context of model {model_name!r}; lower max_length")
+        return splits, {}
 
     def prepare(self, data: dict, workdir: str) -> dict[str, list]:
         from sweeper.data.muse import load_muse
@@ -177,7 +186,7 @@ class MuseTask(LanguageModelTask):
         source = data["source"]
         if source == "builtin":
             source = os.path.join(workdir, "muse")
-            write_muse_layout(source, n_articles=data["n_articles"], seed=data["seed"])
+            write_muse_layout(source, n_articles=data["n_articles"], seed=data["seed"], lengths=data.get("lengths", "short"))
         muse = load_muse(source)
         ml = data["max_length"]
         splits = {"forget": chunk_rows(muse.forget, ml), "retain": chunk_rows(muse.retain, ml),

@@ -9,58 +9,16 @@ from __future__ import annotations
 
 import os
 
-import torch
-import transformers
-
-from sweeper.data.qa import QADataset, collate_qa
+from sweeper.data.lengths import TRUNCATIONS, fit_qa_splits, refuse_if_too_long
+from sweeper.data.qa import QADataset
 from sweeper.evaluate import evaluate_qa
-from sweeper.lm import sequence_logprobs
-from sweeper.models import build_model, is_tiny
-from sweeper.tasks.base import Task, register_task
+from sweeper.tasks.base import register_task
+from sweeper.tasks.language import LanguageModelTask
 from sweeper.tasks.tofu_eval import curve_scores, evaluate_tofu, forget_truth_ratios
 
 LIKELIHOOD_METRICS = {"prob_forget", "prob_retain", "truth_ratio_forget", "truth_ratio_retain", "model_utility",
                       "forget_quality"}
 GATE_SAMPLE = 64  # questions (half forget, half retain) behind the memorisation gate
-
-
-class LanguageModelTask(Task):
-    """What every text task shares: tokenizers, causal LMs saved with save_pretrained, token log-probs."""
-
-    def make_tokenizer(self, model: dict, splits: dict[str, list]):
-        if is_tiny(model["name"]):
-            from sweeper.data.tokenizer import train_tokenizer
-            return train_tokenizer(self.tokenizer_texts(splits))
-        tok = transformers.AutoTokenizer.from_pretrained(model["name"], trust_remote_code=model["trust_remote_code"])
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        return tok
-
-    def tokenizer_texts(self, splits: dict[str, list]) -> list[str]:
-        raise NotImplementedError
-
-    def build_model(self, model: dict, tokenizer, seed: int) -> torch.nn.Module:
-        # float32 master weights: the grid's dtype is the compute dtype (sweeper.models.compute_precision)
-        return build_model(model["name"], vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id,
-                           eos_id=tokenizer.eos_token_id, seed=seed, dtype="float32",
-                           trust_remote_code=model["trust_remote_code"])
-
-    def save_model(self, model, tokenizer, out_dir: str) -> None:
-        model.save_pretrained(os.path.join(out_dir, "model"), safe_serialization=True)
-        tokenizer.save_pretrained(os.path.join(out_dir, "tokenizer"))
-
-    def load_model(self, local_dir: str, device):
-        tokenizer = transformers.AutoTokenizer.from_pretrained(os.path.join(local_dir, "tokenizer"))
-        model = transformers.AutoModelForCausalLM.from_pretrained(os.path.join(local_dir, "model"),
-                                                                  use_safetensors=True)
-        return model.to(device), tokenizer
-
-    def logprobs(self, model, batch: dict):
-        return sequence_logprobs(model, batch)
-
-    def collate(self, tokenizer):
-        pad = tokenizer.pad_token_id
-        return lambda items: collate_qa(items, pad)
 
 
 @register_task
@@ -70,12 +28,21 @@ class TofuTask(LanguageModelTask):
                       "exact_retain", "final_loss_forget", "final_loss_retain", "prob_forget", "prob_retain",
                       "truth_ratio_forget", "truth_ratio_retain", "model_utility", "forget_quality")
     data_defaults = {"source": "builtin", "n_authors": 20, "qa_per_author": 10, "forget_split": "forget10",
-                     "seed": 0}
+                     "seed": 0, "max_length": 512, "truncation": "question", "lengths": "short"}
 
     def problems(self, data: dict, where: str) -> list[str]:
+        from sweeper.data.synthetic import LENGTHS
         out = []
         if data["forget_split"] not in ("forget01", "forget05", "forget10"):
             out.append(f"{where}: forget_split = {data['forget_split']!r} is not allowed; allowed: forget01, forget05, forget10")
+        ml = data["max_length"]
+        if isinstance(ml, bool) or not isinstance(ml, int) or ml < 8:
+            out.append(f"{where}: max_length = {ml!r} must be an integer >= 8 (tokens of a question, its answer and eos)")
+        if data["truncation"] not in TRUNCATIONS:
+            out.append(f"{where}: truncation = {data['truncation']!r} is not allowed; allowed: {', '.join(TRUNCATIONS)}")
+        if data["lengths"] not in LENGTHS:
+            out.append(f"{where}: lengths = {data['lengths']!r} is not allowed; allowed: {', '.join(LENGTHS)} "
+                       "(the built-in generator's row lengths)")
         return out
 
     def prepare(self, data: dict, workdir: str) -> dict[str, list]:
@@ -85,12 +52,21 @@ class TofuTask(LanguageModelTask):
         if source == "builtin":
             source = os.path.join(workdir, "tofu")
             write_tofu_layout(source, n_authors=data["n_authors"], qa_per_author=data["qa_per_author"],
-                              seed=data["seed"])
+                              seed=data["seed"], lengths=data.get("lengths", "short"))
         tofu = load_tofu(source, forget_split=data["forget_split"])
         splits = {"forget": tofu.forget, "retain": tofu.retain, "forget_perturbed": tofu.forget_perturbed,
                   "retain_perturbed": tofu.retain_perturbed, "real_authors": tofu.real_authors,
                   "world_facts": tofu.world_facts}
         return {k: v for k, v in splits.items() if v}
+
+    def fit_lengths(self, splits, tokenizer, data, model_name, context):
+        """Every QA row fitted to min(max_length, context) tokens in the model's template: questions cut
+        from the left or rows dropped (``truncation``), refused when more than 1 % of a split is too long."""
+        limit = min(data["max_length"], context) if context else data["max_length"]
+        fitted, report = fit_qa_splits(splits, tokenizer, limit, data["truncation"])
+        refuse_if_too_long(report, limit=limit, data_name=data["name"], model_name=model_name, context=context,
+                           max_length=data["max_length"])
+        return fitted, report
 
     def tokenizer_texts(self, splits: dict[str, list]) -> list[str]:
         texts = []
