@@ -28,6 +28,8 @@ import pyarrow.parquet as pq
 from sweeper.results import STEP_SCHEMA, SUMMARY_SCHEMA
 
 BASELINE = "no_unlearn"
+#: The retrained (retain-only) reference's row, written by stage 1 when a run has one: TOFU's "Retain".
+REFERENCE = "retrained_reference"
 PAPER_RESULTS = Path(__file__).parent / "data" / "paper_results.csv"
 
 
@@ -52,8 +54,8 @@ class RunData:
 
     @property
     def trials(self) -> pd.DataFrame:
-        """The unlearning trials (everything but No-unlearn)."""
-        return self.summaries[self.summaries["method"] != BASELINE]
+        """The unlearning trials (everything but the No-unlearn and retrained-reference rows)."""
+        return self.summaries[~self.summaries["method"].isin([BASELINE, REFERENCE])]
 
     def curves(self) -> pd.DataFrame:
         """Steps joined with each trial's config (model, method, c, lr_mode, seed, ...), for plotting.

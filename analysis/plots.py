@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis.load import BASELINE
+from analysis.load import BASELINE, REFERENCE
 from analysis.pareto import pareto_front
 from analysis.tables import mean_interval, label_trials, model_label
 
@@ -137,13 +137,15 @@ def _pareto_panel(ax, df: pd.DataFrame, panel, vocab_size) -> None:
             if pd.notna(r["c"]):
                 ax.annotate(f"{r['c']:g}", (r[x], r[y]), xytext=(3, 3), textcoords="offset points",
                             fontsize=7, color="tab:blue")
-    others = pts[~pts["method"].isin(["gdiff", BASELINE])]
+    others = pts[~pts["method"].isin(["gdiff", BASELINE, REFERENCE])]
     for (method, mode), g in others.groupby(["method", others["lr_mode"].fillna("static")]):
         color = COLORS.get(method, "black")
         ax.scatter(g[x], g[y], marker=MARKERS.get(method, "p"), s=40, zorder=4, edgecolors=color,
                    facecolors="none" if mode == "autolr" else color, linewidths=1.2)
     base = pts[pts["method"] == BASELINE]
     ax.scatter(base[x], base[y], marker="*", s=160, color="gold", edgecolors="black", zorder=5)
+    ref = pts[pts["method"] == REFERENCE]  # the retrained model: where an ideal unlearner would land
+    ax.scatter(ref[x], ref[y], marker="*", s=160, color="silver", edgecolors="black", zorder=5)
     seeded = pts[pts[f"{x}_err"].notna() | pts[f"{y}_err"].notna()]
     if len(seeded):  # cells with several seeds: 95% intervals as error bars
         ax.errorbar(seeded[x], seeded[y], xerr=seeded[f"{x}_err"].fillna(0), yerr=seeded[f"{y}_err"].fillna(0),
@@ -158,7 +160,10 @@ def _pareto_legend(df: pd.DataFrame, vocab_size) -> list:
     if "gdiff" in methods:
         handles += [Line2D([], [], ls="--", marker="o", color="tab:blue", label="GDiff c-sweep, static lr"),
                     Line2D([], [], ls="-.", marker="o", mfc="none", color="tab:blue", label="GDiff c-sweep, AutoLR")]
-    for m in sorted(set(methods) - {"gdiff", BASELINE}):
+    if REFERENCE in methods:
+        handles.append(Line2D([], [], marker="*", ls="", ms=12, color="silver", mec="black",
+                              label="Retrained reference (retain only)"))
+    for m in sorted(set(methods) - {"gdiff", BASELINE, REFERENCE}):
         label = df.loc[df["method"] == m, "label"].iloc[0]
         handles.append(Line2D([], [], marker=MARKERS.get(m, "p"), ls="", color=COLORS.get(m, "black"), label=label))
     handles += [Line2D([], [], marker="o", ls="", color="black", label="filled: static lr"),
@@ -211,7 +216,7 @@ def _curve_grid(steps: pd.DataFrame, label_col: str, title: str, out_path) -> li
 
 def _default_method(steps: pd.DataFrame, preferred: str) -> str | None:
     methods = steps["method"].dropna()
-    methods = methods[methods != BASELINE]
+    methods = methods[~methods.isin([BASELINE, REFERENCE])]
     if methods.empty:
         return None
     return preferred if preferred in set(methods) else methods.value_counts().index[0]
@@ -237,7 +242,7 @@ def plot_curves(steps: pd.DataFrame, out_path, by: str = "method", method: str |
     """
     steps = _with_config(steps, summaries)
     if by == "method":
-        df = _labelled(steps[steps["method"] != BASELINE])
+        df = _labelled(steps[~steps["method"].isin([BASELINE, REFERENCE])])
         return _curve_grid(df, "column", "Unlearning curves per method", out_path)
     if by == "lr":
         method = method or _default_method(steps, "ngdiff")

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
-from analysis.load import BASELINE, RunData, load_run
+from analysis.load import BASELINE, REFERENCE, RunData, load_run
 from analysis.pareto import LOSS_SENSES, ROUGE_REF, ROUGE_SENSES, hypervolume_by_method, pareto_front
 from analysis.published import published_table
 from analysis.tables import (METHOD_NAMES, autolr_table, label_trials, model_label, paper_table, render,
@@ -130,7 +130,7 @@ def hypervolumes(df: pd.DataFrame, vocab_size: int | None) -> pd.DataFrame:
     ROUGE: reference (forget 1, retain 0), the worst corner. Losses: reference (L_F of No-unlearn,
     ln|V| or else the largest L_R seen): a method scores only by raising L_F above the target's.
     """
-    ok = df[(df["status"] == "ok") & (df["method"] != BASELINE)] if len(df) else df
+    ok = df[(df["status"] == "ok") & ~df["method"].isin([BASELINE, REFERENCE])] if len(df) else df
     frames = []
     for model, g in ok.groupby("model", dropna=False):
         base = df[(df["method"] == BASELINE) & (df["model"] == model)]

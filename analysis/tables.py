@@ -25,7 +25,7 @@ __all__ = ["summary_markdown", "summary_table", "paper_table", "autolr_table", "
 
 #: Column order of the paper (No-unlearn, GDiff-c by c descending, NPO, LossNorm, NGDiff), then others.
 METHOD_NAMES = {
-    BASELINE: "No-unlearn", "gdiff": "GDiff", "npo": "NPO", "lossnorm": "LossNorm", "ngdiff": "NGDiff",
+    BASELINE: "No-unlearn", "retrained_reference": "Retain (reference)", "gdiff": "GDiff", "npo": "NPO", "lossnorm": "LossNorm", "ngdiff": "NGDiff",
     "ga": "GA", "gd": "GD", "rlw": "RLW", "pcgrad": "PCGrad", "imtlg": "IMTL-G", "gradnorm": "GradNorm",
 }
 METHOD_RANK = {m: i for i, m in enumerate(METHOD_NAMES)}

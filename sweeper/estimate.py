@@ -31,6 +31,7 @@ KNOWN_LMS = {
     "tiiuae/falcon-rw-1b": (1_311_625_216, 24, 2048),
     "openai-community/gpt2-xl": (1_557_611_200, 48, 1600),
     "meta-llama/Llama-2-7b-hf": (6_738_415_616, 32, 4096),
+    "meta-llama/Llama-2-7b-chat-hf": (6_738_415_616, 32, 4096),   # the same architecture, chat-tuned
     "mistralai/Mistral-7B-v0.1": (7_241_732_096, 32, 4096),
 }
 

@@ -152,6 +152,12 @@ def test_diverged_failed_and_restarted_trials(storage, tmp_path):
     failed = by_method["raise_at"]
     assert failed["status"] == "failed" and failed["steps"] == 0, failed
     assert RAISE_MESSAGE in failed["error"], failed["error"]
+    # The cause is the worker's own, in one line (not Ray's wrapper); the traceback is in error.log;
+    # the terminal shows one line per failed trial and no traceback.
+    assert failed["error"].startswith("RuntimeError: ") and "\n" not in failed["error"], failed["error"]
+    assert "Traceback" in (run / "trials" / failed["trial_id"] / "error.log").read_text()
+    assert f"failed: {failed['trial_id']}: RuntimeError: {RAISE_MESSAGE}" in out
+    assert "Traceback" not in out, out[-4000:]
 
     # The worker died at step 15; the restarted worker group resumed from the step-10 checkpoint.
     died = by_method["die_once"]

@@ -80,11 +80,21 @@ class PromptTemplate:
         ids = list(tokenizer(prompt + self.continuation_text(answer), add_special_tokens=special,
                              verbose=False)["input_ids"])
         if ids[:len(p_ids)] != p_ids or len(ids) == len(p_ids):
-            ids = p_ids + list(tokenizer(self.continuation_text(answer), add_special_tokens=False,
-                                         verbose=False)["input_ids"])
+            ids = p_ids + _continuation_ids(tokenizer, self.continuation_text(answer))
         if ids[-1] != tokenizer.eos_token_id:
             ids.append(tokenizer.eos_token_id)
         return ids, len(p_ids)
+
+
+def _continuation_ids(tokenizer, text: str) -> list[int]:
+    """``text``'s tokens as they follow other text. Tokenised alone, a SentencePiece tokenizer would put
+    its word-start marker in front ("Jane" -> "▁Jane", a space the model never saw after the prompt), so
+    ``text`` is tokenised after a newline and the newline's own tokens are removed."""
+    sentinel = list(tokenizer("\n", add_special_tokens=False, verbose=False)["input_ids"])
+    both = list(tokenizer("\n" + text, add_special_tokens=False, verbose=False)["input_ids"])
+    if sentinel and both[:len(sentinel)] == sentinel:
+        return both[len(sentinel):]
+    return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 TEMPLATES = {
