@@ -71,7 +71,9 @@ class LanguageModelTask(Task):
             context = context_length(config)
         limit = min(max_length, context) if context else max_length
         splits, report = self.fit_lengths(splits, tokenizer, data, model.get("checkpoint") or model["name"], context)
-        attach(tokenizer, tokenizer.init_kwargs["prompt_template"], limit)
+        # QA rows were fitted to the limit, which the tokenizer now carries; text tasks chunk long texts on
+        # purpose, so their tokenizer keeps its own limit (else every long article would warn).
+        attach(tokenizer, tokenizer.init_kwargs["prompt_template"], limit if report else None)
         if source:
             net = transformers.AutoModelForCausalLM.from_pretrained(
                 source, dtype=torch.float32, use_safetensors=True, trust_remote_code=model["trust_remote_code"])
