@@ -13,21 +13,20 @@ trials (those with a ``_SUCCESS`` marker) are reported from storage, not re-run.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
 from collections import Counter
 
 from sweeper.grid import GridError, TrialSpec, expand_grid
+from sweeper.plan import (RUNNERS, capacity_problems, concurrency, device_time_estimate, print_plan,  # noqa: F401
+                          runner_for, runner_problems, trial_shape)
 from sweeper.storage import Storage
 
 #: A custom resource held by each Tune trial's own process, so that it takes no CPU from its workers
 #: (a 1-CPU trial driver plus 1-CPU workers deadlock a 2-CPU machine silently; see RAY-NOTES).
 TRIAL_SLOT = "sweeper_trial_slot"
 
-#: How a trial runs: a Ray Train ``TorchTrainer`` job, or inline in its (reused) Tune trial process.
-RUNNERS = ("train", "inline")
 
 QUIET_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",     # controller polling (default 2 s): teardown waits for it
@@ -39,7 +38,8 @@ QUIET_ENV = {
 }
 
 
-def start_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> None:
+def start_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = False,
+              num_gpus: float | None = None) -> None:
     """Join a cluster (``address``) or start a local Ray with the trial-slot resource; quiet workers."""
     import ray
     os.environ.update({k: v for k, v in QUIET_ENV.items() if k not in os.environ})
@@ -47,7 +47,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, verbose: 
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=verbose)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), resources={TRIAL_SLOT: 10_000}, runtime_env=env,
+        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, resources={TRIAL_SLOT: 10_000}, runtime_env=env,
                  include_dashboard=False, log_to_driver=verbose)
 
 
@@ -61,67 +61,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-concurrent", type=int, default=None, help="cap on concurrent trials (default: what the cluster fits)")
     p.add_argument("--dry-run", action="store_true", help="print trials, resources and concurrency, then stop")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (the same command without it does too)")
-    p.add_argument("--runner", choices=RUNNERS, default="train",
-                   help="train: each trial is a Ray Train job (default); inline: one-worker trials run inside "
-                        "their Tune trial process, which Tune reuses (no per-trial process start-up)")
+    p.add_argument("--runner", choices=RUNNERS, default="auto",
+                   help="auto (default): one-worker trials inline, sharded ones as Ray Train jobs; train: every "
+                        "trial is a Ray Train job; inline: one-worker trials run inside their Tune trial process, "
+                        "which Tune reuses (no per-trial process start-up)")
+    p.add_argument("--num-gpus", type=float, default=None,
+                   help="GPUs of the local Ray, or of the cluster to plan for with --dry-run (default: detected)")
     p.add_argument("--retry-failed", action="store_true", help="run trials recorded as failed again")
+    p.add_argument("--track", action="append", default=[], metavar="TRACKER",
+                   help="log every trial to an experiment tracker: mlflow (a local store under the run unless "
+                        "MLFLOW_TRACKING_URI is set), tensorboard or wandb; repeat or comma-separate for several")
     p.add_argument("--verbose", action="store_true", help="show every Ray worker's log lines (noisy)")
     p.add_argument("--no-report", action="store_true", help="do not write the analysis report at the end")
     return p.parse_args(argv)
-
-
-def trial_shape(spec: TrialSpec) -> tuple[float, float]:
-    """(CPUs, GPUs) the Ray Train workers of one trial hold."""
-    m = spec.model
-    return m["workers"] * m["cpus_per_worker"], m["workers"] * m["gpus_per_worker"]
-
-
-def concurrency(specs: list[TrialSpec], cpus: float, gpus: float, driver_cpu: float) -> int:
-    """How many trials fit at once so that none waits forever for workers: the largest trial decides."""
-    need_cpu = max(trial_shape(s)[0] for s in specs) + driver_cpu
-    need_gpu = max(trial_shape(s)[1] for s in specs)
-    fit = math.floor(cpus / need_cpu) if need_cpu else len(specs)
-    if need_gpu:
-        fit = min(fit, math.floor(gpus / need_gpu))
-    return max(0, min(fit, len(specs)))
-
-
-def capacity_problems(specs: list[TrialSpec], cpus: float, gpus: float, driver_cpu: float) -> list[str]:
-    problems = []
-    for s in {s.model["name"]: s for s in specs}.values():
-        c, g = trial_shape(s)
-        if c + driver_cpu > cpus:
-            problems.append(f"model {s.model['name']!r}: {s.model['workers']} workers x {s.model['cpus_per_worker']} CPUs "
-                            f"(+{driver_cpu} for the trial) exceed the cluster's {cpus:g} CPUs; lower workers or cpus_per_worker")
-        if g > gpus:
-            problems.append(f"model {s.model['name']!r}: {s.model['workers']} workers x {s.model['gpus_per_worker']} GPUs "
-                            f"exceed the cluster's {gpus:g} GPUs")
-    return problems
-
-
-def print_plan(specs: list[TrialSpec], conc: int, cpus: float, gpus: float) -> None:
-    print(f"{len(specs)} trials, {len({s.target_hash for s in specs})} No-unlearn target(s)")
-    for s in specs:
-        c, g = trial_shape(s)
-        print(f"  {s.trial_id:<70} {s.model['workers']} worker(s), {c:g} CPU, {g:g} GPU, {s.steps} steps")
-    print(f"cluster: {cpus:g} CPUs, {gpus:g} GPUs -> {conc} trial(s) at a time")
-    print(device_time_estimate(specs))
-
-
-def device_time_estimate(specs: list[TrialSpec]) -> str:
-    """GPU trials from their FLOPs (sweeper.estimate: known model shapes, an assumed MFU); CPU trials at
-    the tiny twins' measured ~0.08 s per step. Steps and AutoLR probes only: no evaluation or start-up."""
-    from sweeper.estimate import ASSUMED_MFU, gpu_hours, trial_flops
-    cpu = [s for s in specs if not trial_shape(s)[1]]
-    gpu = [s for s in specs if trial_shape(s)[1]]
-    flops = [trial_flops(s) for s in gpu]
-    unknown = sorted({s.model["name"] for s, f in zip(gpu, flops) if f is None})
-    parts = [f"{sum(s.steps for s in cpu) * 0.08 / 3600:.2f} CPU-worker-hours"] if cpu else []
-    if gpu:
-        hours = gpu_hours(sum(f["total"] for f in flops if f))
-        parts.append(f"{hours:.2f} GPU-hours at {100 * ASSUMED_MFU:.0f} % of a 989 TFLOP/s bf16 peak"
-                     + (f" (not counted, shapes unknown offline: {', '.join(unknown)})" if unknown else ""))
-    return "estimated device time (steps and AutoLR probes; no evaluation, start-up or stage 1): " + "; ".join(parts)
 
 
 def build_targets(specs: list[TrialSpec], storage: Storage, run: str) -> list[str]:
@@ -171,39 +123,35 @@ def _print_lines(queue, empty) -> None:
             return
 
 
-def runner_problems(specs: list[TrialSpec], runner: str) -> list[str]:
-    """The inline runner holds one worker in the trial's own process: every model must have workers = 1."""
-    if runner != "inline":
-        return []
-    return [f"--runner inline runs one worker per trial, but model {s.model['name']!r} has workers = "
-            f"{s.model['workers']}; use --runner train" for s in {s.model["name"]: s for s in specs}.values()
-            if s.model["workers"] != 1]
-
-
-def inline_resources(specs: list[TrialSpec]):
-    """Per-trial Tune resources of inline trials: the one worker's CPUs (and GPUs), held by the trial itself."""
-    from ray.tune import PlacementGroupFactory
-    shapes = {s.trial_id: {"CPU": s.model["cpus_per_worker"],
-                           **({"GPU": s.model["gpus_per_worker"]} if s.model["gpus_per_worker"] else {})}
-              for s in specs}
-    return lambda config: PlacementGroupFactory([shapes[config["trial"]]])
-
-
 def trial_process_resources(specs: list[TrialSpec], runner: str, has_slot: bool):
-    """(Tune resources of each trial's own process, CPUs it takes beyond its workers' for the arithmetic)."""
-    if runner == "inline":  # the trial's own process is its worker
-        return inline_resources(specs), 0.0
-    # On a cluster started without the custom resource, each trial's own process takes 1 CPU instead.
-    return ({TRIAL_SLOT: 1}, 0.0) if has_slot else ({"CPU": 1}, 1.0)
+    """(Tune resources of each trial's own process, CPUs it takes beyond its workers' for the arithmetic).
+
+    An inline trial's own process is its one worker: it holds the worker's CPUs (and GPUs). A Ray Train
+    trial's own process only drives its workers: it holds a trial-slot resource (or, on a cluster started
+    without it, 1 CPU, which the concurrency arithmetic then counts)."""
+    from ray.tune import PlacementGroupFactory
+    driver = {TRIAL_SLOT: 1} if has_slot else {"CPU": 1}
+    shapes = {}
+    for s in specs:
+        if runner_for(s, runner) == "inline":
+            gpu = s.model["gpus_per_worker"]
+            shapes[s.trial_id] = {"CPU": s.model["cpus_per_worker"], **({"GPU": gpu} if gpu else {})}
+        else:
+            shapes[s.trial_id] = driver
+    driver_cpu = 0.0 if has_slot or all(runner_for(s, runner) == "inline" for s in specs) else 1.0
+    return (lambda config: PlacementGroupFactory([shapes[config["trial"]]])), driver_cpu
 
 
 def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, trial_resources,
-               retry_failed: bool = False, runner: str = "train"):
+               retry_failed: bool = False, runner: str = "auto", verbose: bool = False, callbacks=()):
     from ray import tune
 
+    from sweeper.progress import TrialLines
     from sweeper.trial import run_trial
 
-    inline = runner == "inline"
+    inline = any(runner_for(s, runner) == "inline" for s in specs)
+    if not verbose:  # TrialLines prints one line per trial; the new output engine would print a table too
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(run_trial, specs={s.trial_id: s.to_dict() for s in specs}),
                             trial_resources),
@@ -211,9 +159,10 @@ def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, tr
                      "retry_failed": retry_failed, "runner": runner},
         # Reusing trial processes saves a process start per trial (inline: the imports too). Inline, Tune
         # restarts a process that dies (its trial resumes from its checkpoint); a Train job restarts its
-        # own workers instead, so Tune does not retry it.
+        # own workers, and its driver records any exception, so a retry only follows a dead process.
         tune_config=tune.TuneConfig(max_concurrent_trials=conc, reuse_actors=True),
-        run_config=tune.RunConfig(name="tune", storage_path=storage.url(run), verbose=1,
+        run_config=tune.RunConfig(name="tune", storage_path=storage.url(run), verbose=1 if verbose else 0,
+                                  callbacks=[*(() if verbose else (TrialLines(len(specs)),)), *callbacks],
                                   failure_config=tune.FailureConfig(
                                       max_failures=max(s.max_failures for s in specs) if inline else 0)))
     return tuner.fit()
@@ -228,12 +177,19 @@ def main(argv=None) -> int:
         return 2
     storage = Storage(args.storage)
     run = specs[0].run
-    if (problems := runner_problems(specs, args.runner)):
+    from sweeper.tracking import tracker_problems
+    trackers = [t for arg in args.track for t in arg.split(",") if t]
+    if (problems := runner_problems(specs, args.runner) + tracker_problems(trackers, storage.url(run))):
         print("error: " + "\n".join(problems), file=sys.stderr)
         return 2
     if args.dry_run:
-        cpus, gpus = float(args.num_cpus or os.cpu_count()), 0.0
-        print_plan(specs, args.max_concurrent or concurrency(specs, cpus, gpus, 0), cpus, gpus)
+        cpus, gpus = float(args.num_cpus or os.cpu_count()), args.num_gpus
+        # Only the cluster the user described can refuse a grid: without --num-cpus a dry run on a laptop
+        # still plans a GPU grid (a worker on 1.5 GPUs is refused whatever the cluster).
+        if (problems := capacity_problems(specs, float(args.num_cpus or "inf"), gpus, 0.0)):
+            print("error: " + "\n".join(problems), file=sys.stderr)
+            return 2
+        print_plan(specs, args.max_concurrent or concurrency(specs, cpus, gpus or 0.0, 0), cpus, gpus, args.runner)
         return 0
     if (why := storage.check_writable()):
         print(f"error: {why}", file=sys.stderr)
@@ -241,7 +197,7 @@ def main(argv=None) -> int:
 
     import ray
     start = time.time()
-    start_ray(args.address, args.num_cpus, args.verbose)
+    start_ray(args.address, args.num_cpus, args.verbose, args.num_gpus)
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
     trial_resources, driver_cpu = trial_process_resources(specs, args.runner, bool(total.get(TRIAL_SLOT)))
@@ -250,7 +206,7 @@ def main(argv=None) -> int:
         print("error: " + "\n".join(problems), file=sys.stderr)
         return 2
     conc = min(args.max_concurrent or len(specs), concurrency(specs, cpus, gpus, driver_cpu))
-    print_plan(specs, conc, cpus, gpus)
+    print_plan(specs, conc, cpus, gpus, args.runner)
 
     print(f"stage 1: No-unlearn targets under {storage.url('targets')}", flush=True)
     failed_targets = build_targets(specs, storage, run)
@@ -260,21 +216,29 @@ def main(argv=None) -> int:
               f"skipped, the other targets and trials go on", file=sys.stderr, flush=True)
     if runnable:
         print(f"stage 2: {len(runnable)} trials, {conc} at a time", flush=True)
-        run_trials(runnable, storage, run, conc, trial_resources, retry_failed=args.retry_failed, runner=args.runner)
+        from sweeper.tracking import tracker_callbacks
+        callbacks = tracker_callbacks(trackers, storage.url(run), run, specs={s.trial_id: s.to_dict() for s in runnable})
+        run_trials(runnable, storage, run, conc, trial_resources, retry_failed=args.retry_failed, runner=args.runner,
+                   verbose=args.verbose, callbacks=callbacks)
 
     if not storage.exists(f"{run}/trials"):
         print(f"\nrun {run!r}: nothing finished in {time.time() - start:.0f} s", file=sys.stderr)
         return 1
     from analysis.load import load_run
     data = load_run(storage.url(run))
-    counts = Counter(data.summaries["status"])
+    counts = Counter(data.trials["status"])
+    counts["skipped"] = len(specs) - len(runnable)
     print(f"\nrun {run!r} finished in {time.time() - start:.0f} s: "
-          + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+          + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "diverged", "skipped"))
+          + f" trial(s), {len(data.baselines)} No-unlearn row(s)")
     print_failures(data.summaries, storage, run)
     print(f"outputs: {storage.url(run)}/trials/<trial_id>/{{steps,summary}}.parquet")
     if not args.no_report:
         from analysis.report import main as report_main
         report_main([storage.url(run)])
+        if trackers and storage.is_local:
+            from sweeper.tracking import attach_report
+            attach_report(trackers, storage.url(run), run, storage.path(f"{run}/report"))
     return 0 if counts.get("failed", 0) == 0 and not failed_targets else 1
 
 

@@ -86,6 +86,7 @@ SUMMARY_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("diverged_step", pa.int64(), "first step with a non-finite loss or gradient, else null"),
     ("error", pa.string(), "the error message of a failed trial, else null"),
     ("wall_s", pa.float64(), "seconds the trial's loop took (evaluation included)"),
+    ("node_id", pa.string(), "the Ray node the trial's rank 0 ran on (null outside Ray)"),
 ]
 
 

@@ -4,8 +4,8 @@
 workers; each worker runs ``train_worker``, which runs ``unlearn_trial``: it loads the cached No-unlearn
 target, runs ``sweeper.loop.Unlearner`` step by step (collectives over torch.distributed, gloo on CPU and
 nccl on GPU), reports progress and checkpoints through a session, and rank 0 writes the trial's Parquet.
-With ``runner: inline`` a one-worker trial runs ``unlearn_trial`` in the Tune trial process itself
-(``run_inline``). ``unlearn_trial`` knows no Ray: the sessions (``TrainSession``, ``InlineSession``) do.
+With the ``inline`` runner (``auto``'s choice for one worker) a trial runs ``unlearn_trial`` in the Tune
+trial process itself (``run_inline``). ``unlearn_trial`` knows no Ray: the sessions (``TrainSession``, ``InlineSession``) do.
 A trial whose ``_SUCCESS`` marker exists is not run again: its summary is reported as is.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 from sweeper import __version__
 from sweeper.distributed import current_comm
 from sweeper.grid import TrialSpec
+from sweeper.plan import runner_for
 from sweeper.storage import Storage
 
 #: Metrics forwarded to Tune's progress table.
@@ -147,6 +148,7 @@ def unlearn_trial(spec: TrialSpec, storage: Storage, session, device) -> None:
             final = trial.evaluate()
     if trial.comm.rank == 0:
         summary = summary_row(spec, steps=rows[-1]["step"] if rows else 0, status=status,
+                              node_id=getattr(session, "node_id", None),
                               diverged_step=diverged_step, final_lr=trial.unlearner.optimizer.param_groups[0]["lr"],
                               wall_s=time.perf_counter() - start, **final[0])
         write_trial(storage, spec.run, spec.trial_id, rows, summary, finished=True, samples=final[1])
@@ -213,12 +215,24 @@ def _checkpoint(session, trial: _Trial, rows: list[dict], step: int, elapsed: fl
                    {"unlearner": full, "rows": rows, "step": step, "elapsed": elapsed} if rank0 else None)
 
 
+def ray_node_id() -> str | None:
+    """The Ray node this process runs on (provenance in each trial's summary), or None outside Ray."""
+    try:
+        import ray
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 -- provenance only; never fail a trial for it
+        return None
+
+
 class TrainSession:
     """Progress and checkpoints through Ray Train (inside a ``TorchTrainer`` worker).
 
     Every rank must call ``report`` (it is a barrier); only rank 0 passes a state, saved as the checkpoint.
     On resume every rank loads that file and ``load_state_dict`` re-shards it under FSDP.
     """
+
+    def __init__(self):
+        self.node_id = ray_node_id()
 
     def restore(self) -> dict | None:
         import ray.train
@@ -247,6 +261,7 @@ class InlineSession:
 
     def __init__(self, storage: Storage, spec: TrialSpec):
         self.storage, self.path = storage, f"{spec.run}/train/{spec.trial_id}/inline_state.pt"
+        self.node_id = ray_node_id()
 
     def restore(self) -> dict | None:
         if not self.storage.exists(self.path):
@@ -288,7 +303,7 @@ def run_trial(config: dict, specs: dict | None = None) -> None:
     storage = Storage(config["storage"])
     base = trial_dir(spec)
     if not storage.exists(f"{base}/_SUCCESS") or (config.get("retry_failed") and _status(storage, base) == "failed"):
-        run = run_inline if config.get("runner") == "inline" else run_train_job
+        run = run_inline if runner_for(spec, config.get("runner", "train")) == "inline" else run_train_job
         storage.delete(f"{base}/{WORKER_CAUSE}")
         try:
             run(spec, storage)
@@ -303,7 +318,7 @@ def run_trial(config: dict, specs: dict | None = None) -> None:
                                                                           wall_s=None), finished=True)
     summary = storage.read_table(f"{base}/summary.parquet").to_pylist()[0]
     ray.tune.report({k: summary[k] for k in ("status", "final_loss_retain", "final_loss_forget", "rouge_forget",
-                                             "rouge_retain", "steps") if summary.get(k) is not None})
+                                             "rouge_retain", "steps", "wall_s", "node_id") if summary.get(k) is not None})
 
 
 def run_train_job(spec: TrialSpec, storage: Storage) -> None:

@@ -22,7 +22,7 @@ def launch(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     storage = tmp_path_factory.mktemp("runs")
-    result = launch("--grid", "smoke", "--storage", str(storage))
+    result = launch("--grid", "smoke", "--storage", str(storage), "--track", "mlflow")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return storage, result
 
@@ -72,22 +72,53 @@ def test_second_launch_reuses_target_and_runs_nothing_again(smoke_run):
     assert len(summaries(storage / "smoke")) == 9
 
 
-def test_inline_runner_gives_the_train_runners_results(smoke_run):
-    """--runner inline (one-worker trials inside reused Tune trial processes) computes the same trials:
-    every step's losses and learning rate and every final metric equal the Ray Train job's."""
+def test_train_runner_gives_the_auto_runners_results(smoke_run):
+    """The default runner (auto: these one-worker trials run inline, inside reused Tune trial processes)
+    and --runner train (every trial a Ray Train job) compute the same trials: every step's losses and
+    learning rate and every final metric agree."""
     storage, _ = smoke_run
-    result = launch("--grid", "smoke", "--storage", str(storage), "--run", "smoke_inline", "--runner", "inline",
+    result = launch("--grid", "smoke", "--storage", str(storage), "--run", "smoke_train", "--runner", "train",
                     "--no-report")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    train, inline = summaries(storage / "smoke"), summaries(storage / "smoke_inline")
-    assert sorted(train) == sorted(inline) and all(r["status"] == "ok" for r in inline.values())
-    for trial, row in inline.items():
+    auto, train = summaries(storage / "smoke"), summaries(storage / "smoke_train")
+    assert sorted(train) == sorted(auto) and all(r["status"] == "ok" for r in train.values())
+    for trial, row in auto.items():
         if row["method"] == "no_unlearn":
             continue
         for key in ("final_loss_retain", "final_loss_forget", "rouge_forget", "rouge_retain", "final_lr"):
             assert row[key] == pytest.approx(train[trial][key], rel=1e-5, abs=1e-7), (trial, key)
         a, b = (pq.read_table(storage / run / "trials" / trial / "steps.parquet").to_pandas()
-                for run in ("smoke", "smoke_inline"))
+                for run in ("smoke", "smoke_train"))
         for col in ("loss_retain", "loss_forget", "lr"):
             assert a[col].tolist() == pytest.approx(b[col].tolist(), rel=1e-5), (trial, col)
-        assert not (storage / "smoke_inline" / "train" / trial / "inline_state.pt").exists()  # removed when done
+        assert not (storage / "smoke" / "train" / trial / "inline_state.pt").exists()  # removed when done
+
+
+def test_one_line_per_trial_and_final_counts(smoke_run):
+    _, result = smoke_run
+    lines = [line for line in result.stdout.splitlines() if line.startswith("done ")]
+    assert len(lines) == 8 and lines[-1].startswith("done 8/8 ") and " ok  forget " in lines[-1]
+    assert "8 ok, 0 failed, 0 diverged, 0 skipped trial(s), 1 No-unlearn row(s)" in result.stdout
+    assert "Trial status" not in result.stdout   # Tune's table only with --verbose
+
+
+def test_mlflow_lists_one_run_per_trial_with_params_and_metrics(smoke_run, monkeypatch):
+    """--track mlflow: read back through MLflow's own client from the local store under the run."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")   # MLflow 3 keeps file stores behind this switch
+
+    from sweeper.tracking import mlflow_tracking_uri
+    storage, _ = smoke_run
+    client = MlflowClient(mlflow_tracking_uri(str(storage / "smoke")))
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id])
+    trials = {r.info.run_name: r for r in runs if r.info.run_name != "report"}
+    assert sorted(trials) == sorted(t for t, r in summaries(storage / "smoke").items() if r["method"] != "no_unlearn")
+    for run in trials.values():
+        for key in ("model", "dataset", "method", "lr_mode", "lr", "seed"):
+            assert key in run.data.params, (run.info.run_name, key)
+        assert "final_loss_forget" in run.data.metrics
+        assert len(client.get_metric_history(run.info.run_id, "loss_forget")) >= 3   # one per evaluation step
+    report = next(r for r in runs if r.info.run_name == "report")
+    assert "index.html" in {a.path for a in client.list_artifacts(report.info.run_id)}

@@ -1,0 +1,140 @@
+"""A real two-node Ray cluster on one machine (slow): a head and a second node started with ``ray start``
+(separate processes, their own CPUs and ports), a grid launched against it with ``--address``; trials
+run on both nodes (each summary names its node) and write to one storage. Mid-sweep the second node's
+processes are killed: its interrupted trial is retried on the head from its checkpoint, the sweep
+completes, and every trial has exactly one summary and one unbroken curve."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+STEPS = 60
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def ray_start(*args: str) -> None:
+    subprocess.run([RAY, "start", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats",
+                    "--resources", '{"sweeper_trial_slot": 100}', *args], env=ENV, check=True, capture_output=True,
+                   timeout=120)
+
+
+def processes(match) -> list[psutil.Process]:
+    """Processes whose command line matches, with all their descendants."""
+    found = set()
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if match(" ".join(p.info["cmdline"] or [])):
+                found.add(p)
+                found.update(p.children(recursive=True))
+        except psutil.Error:
+            pass
+    return list(found)
+
+
+def kill(procs) -> None:
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """(address, temp dir, the second node's node-manager port); the cluster's own processes are killed
+    at the end (never `ray stop`, which would stop every Ray on the machine)."""
+    tmp = str(tmp_path_factory.mktemp("cluster"))
+    gcs, client, nm, om, agent, agent_grpc, metrics, env_agent = free_ports(8)
+    address = f"127.0.0.1:{gcs}"
+    try:
+        ray_start("--head", "--port", str(gcs), "--ray-client-server-port", str(client), "--temp-dir", tmp,
+                  "--include-dashboard", "false", "--min-worker-port", "21000", "--max-worker-port", "21499")
+        ray_start("--address", address, "--node-manager-port", str(nm), "--object-manager-port", str(om),
+                  "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
+                  "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(env_agent),
+                  "--min-worker-port", "21500", "--max-worker-port", "21999")
+        yield address, tmp, nm
+    finally:
+        kill(processes(lambda c: tmp in c or f":{gcs}" in c))
+
+
+def second_node_raylet(port: int) -> list[psutil.Process]:
+    return [p for p in processes(lambda c: "raylet" in c and f"node_manager_port={port}" in c)]
+
+
+def summaries(run_dir) -> dict:
+    out = {}
+    for t in os.listdir(run_dir / "trials"):
+        rows = pq.read_table(run_dir / "trials" / t / "summary.parquet").to_pylist()
+        assert len(rows) == 1, t
+        out[t] = rows[0]
+    return out
+
+
+def test_trials_run_on_both_nodes_and_survive_losing_one(cluster, tmp_path):
+    address, _, node2_port = cluster
+    grid = {"name": "twonodes", "data": [{"name": "authors", "source": "builtin", "n_authors": 6, "qa_per_author": 5}],
+            "models": [{"name": "tiny-gpt2"}], "target": {"max_epochs": 20, "exact_match_gate": 0.0},
+            "methods": [{"method": "gdiff", "c": [0.1, 0.3, 0.5, 0.7, 0.9]}, {"method": "ngdiff"}],
+            "unlearn": {"steps": STEPS, "batch_size": 4}, "eval": {"max_questions": 4, "every": 10}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    storage = tmp_path / "runs"
+    run = storage / "twonodes"
+    log = open(tmp_path / "launch.log", "w")
+    launcher = subprocess.Popen([sys.executable, "-m", "sweeper.launch", "--grid", str(tmp_path / "grid.yaml"),
+                                 "--address", address, "--storage", str(storage)], cwd=ROOT, env=ENV,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # Wait until trials have finished on two different nodes and the second node is running another one.
+        deadline, before_kill = time.time() + 600, set()
+        while time.time() < deadline:
+            done = {t: r for t, r in summaries(run).items() if r["method"] != "no_unlearn"} if (run / "trials").exists() else {}
+            nodes = {r["node_id"] for r in done.values()}
+            busy = [p for p in second_node_raylet(node2_port) if "ImplicitFunc" in " ".join(p.cmdline() or [p.name()])]
+            if len(nodes) == 2 and busy and len(done) < 6:  # the kill lands mid-sweep
+                before_kill = set(done)
+                kill(second_node_raylet(node2_port))
+                break
+            assert launcher.poll() is None, (tmp_path / "launch.log").read_text()[-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the second node never ran a trial: " + (tmp_path / "launch.log").read_text()[-3000:])
+        assert launcher.wait(timeout=600) == 0, (tmp_path / "launch.log").read_text()[-4000:]
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+        log.close()
+
+    assert before_kill, "the second node was never killed"
+    rows = {t: r for t, r in summaries(run).items() if r["method"] != "no_unlearn"}
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows.values())
+    assert len({r["node_id"] for r in rows.values()}) == 2     # both nodes ran trials
+    for t, r in rows.items():                                   # one unbroken curve per trial, no step twice
+        steps = pq.read_table(run / "trials" / t / "steps.parquet").column("step").to_pylist()
+        assert steps == list(range(1, STEPS + 1)), t
+    # Every trial that finished after the kill (the one the lost node was running among them) ran on the one
+    # node left, and it is one of the two nodes that ran trials before.
+    after = {rows[t]["node_id"] for t in rows if t not in before_kill}
+    assert len(after) == 1 and after <= {r["node_id"] for t, r in rows.items() if t in before_kill}
