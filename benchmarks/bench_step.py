@@ -1,148 +1,137 @@
-"""Benchmark 1: an NGDiff step vs a GDiff step on the same tokens -- time ratio and peak memory.
+"""Benchmark 1: an NGDiff step vs a GDiff step on the same tokens -- time ratio, tokens/s and peak memory.
 
-Variants, each on its own copy of the same initial model, stepping through the same (retain, forget)
-batches (the loop's StepBatches, same seed, so step t sees the same tokens in every variant):
+Variants, each on its own copy of the same initial model, stepping through the same (retain, forget) batches
+(the loop's StepBatches, same seed: step t sees the same tokens in every variant):
 
 * ``ngdiff``   sweeper.loop.Unlearner, method ngdiff (two backward passes, norms, flat g_R copy);
 * ``gdiff(a)`` sweeper.loop.Unlearner, method gdiff c=0.5 (the same two backward passes, logs the norms);
-* ``gdiff(b)`` a plain GDiff written here: loss = c L_R - (1-c) L_F, ONE backward, optimizer step.
+* ``gdiff(b)`` harness.PlainGDiff: loss = c L_R - (1-c) L_F, ONE backward, optimizer step.
 
 Targets: time ratio NGDiff / GDiff <= 1.05; peak memory at most one extra parameter-sized buffer.
+``--device cuda --model-size phi`` runs the same on a Phi-1.5-sized model in bf16 compute (the former
+gpu_phi.py); that path has not run on a GPU yet (``--model-size phi-mini`` checks it on a CPU).
 
-    python benchmarks/bench_step.py [--quick] [--json out.json]
+    python benchmarks/bench_step.py [--quick] [--device cpu|cuda] [--model-size small|phi|phi-mini] [--json out.json]
 """
 from __future__ import annotations
 
-from common import (MODELS, Data, PlainGDiff, clone, fmt, fmt_stats, interleaved, main, make_unlearner, n_params,
-                    persistent_bytes, profiled_peak, ratios, stats)
+import sys
+
+from harness import MB, PlainGDiff, clone, cli, fmt, fmt_stats, interleaved, n_params, persistent_bytes, ratios, \
+    setup, stats
 
 TARGET_RATIO = 1.05
 TARGET_EXTRA_BUFFERS = 1.0
-MB = 2 ** 20
 
 
-def bench_model(name: str, data: Data, repeats: int, block: int) -> dict:
-    base = MODELS[name](data)
+def bench_model(S, name: str, repeats: int, block: int) -> dict:
+    base = S.model(name)
     P = n_params(base)
-    ng = make_unlearner(clone(base), data, "ngdiff")
-    ga = make_unlearner(clone(base), data, "gdiff", method_params={"c": 0.5})
-    gb = PlainGDiff(clone(base), data, c=0.5)
+    objs = {"ngdiff": S.unlearner(clone(base)), "gdiff(a)": S.unlearner(clone(base), "gdiff", method_params={"c": 0.5}),
+            "gdiff(b)": PlainGDiff(clone(base), S)}
+    del base
+    ng, gb = objs["ngdiff"], objs["gdiff(b)"]
     for t in (1, 2, 7):
-        assert ng.batches.indices("retain", t) == gb.batches.indices("retain", t)
-        assert ng.batches.indices("forget", t) == gb.batches.indices("forget", t)
-    variants = {"ngdiff": ng.step, "gdiff(a)": ga.step, "gdiff(b)": gb.step}
-
-    def warmup():
-        for t in (1, 2):
-            for f in variants.values():
-                f(t)
-
+        assert all(ng.batches.indices(s, t) == gb.batches.indices(s, t) for s in ("retain", "forget"))
+    steps = {k: S.stepper(o) for k, o in objs.items()}
     first = 3
-    times = interleaved(variants, repeats, lambda r: range(first + r * block, first + (r + 1) * block), warmup)
+    times = interleaved(steps, repeats, lambda r: range(first + r * block, first + (r + 1) * block),
+                        lambda: [f(t) for t in (1, 2) for f in steps.values()], S.dev)
     next_t = first + repeats * block
-
-    # Peak memory: persistent tensors (counted directly) + the transient peak of one step (torch profiler).
-    # The plain reference frees its .grad at zero_grad(set_to_none=True) before backward; do that before
-    # profiling (the profiler cannot see frees of tensors allocated before it started).
+    tokens = S.tokens(ng, range(first, next_t))
+    # Peak memory: persistent tensors (counted directly) + the transient peak of one step. The plain reference
+    # frees its .grad at zero_grad(set_to_none=True) before backward: do that before measuring.
     mem = {}
-    for vname, obj in (("ngdiff", ng), ("gdiff(a)", ga), ("gdiff(b)", gb)):
+    for v, o in objs.items():
         best = None
         for t in (next_t, next_t + 1, next_t + 2):
-            if obj is gb:
+            if o is gb:
                 gb.optimizer.zero_grad(set_to_none=True)
-                pers = persistent_bytes(gb.model, gb.optimizer)
-            else:
-                pers = persistent_bytes(obj.model, obj.optimizer, extra=[obj.g_retain])
-            peak = profiled_peak(lambda: obj.step(t))
-            total = pers["total"] + peak
+            pers = persistent_bytes(o.model, o.optimizer, extra=[] if o is gb else [o.g_retain])
+            total = pers["total"] + (peak := S.dev.transient_peak(lambda: steps[v](t)))
             if best is None or total > best["total"]:
                 best = {**pers, "persistent": pers["total"], "transient": peak, "total": total}
-        mem[vname] = best
-
-    r_a = {k: stats(ratios(times, "ngdiff", "gdiff(a)", k)) for k in ("cpu", "wall")}
-    r_b = {k: stats(ratios(times, "ngdiff", "gdiff(b)", k)) for k in ("cpu", "wall")}
-    extra = (mem["ngdiff"]["total"] - mem["gdiff(b)"]["total"]) / (4 * P)
-    return {"name": name, "params": P, "times": times, "block": block, "r_a": r_a, "r_b": r_b, "mem": mem,
-            "extra_buffers": extra}
+        mem[v] = best
+    r = {k: {c: stats(ratios(times, "ngdiff", k, c)) for c in ("cpu", "wall")} for k in ("gdiff(a)", "gdiff(b)")}
+    return {"name": name, "params": P, "times": times, "block": block, "r": r, "mem": mem, "tokens": tokens,
+            "extra_buffers": (mem["ngdiff"]["total"] - mem["gdiff(b)"]["total"]) / (4 * P)}
 
 
 def run(args) -> dict:
-    data = Data()
-    repeats = {"tiny-gpt2": 20, "gpt2-5m": 12}
-    blocks = {"tiny-gpt2": 5, "gpt2-5m": 3}
+    S = setup(args)
+    big = S.size == "phi"
+    repeats = {"tiny-gpt2": 20, "gpt2-5m": 12, "phi-1.5": 8, "phi-mini": 6}
+    blocks = {"tiny-gpt2": 5, "gpt2-5m": 3, "phi-1.5": 5, "phi-mini": 2}
     if args.quick:
-        repeats = {k: 3 for k in repeats}
-    results = [bench_model(n, data, repeats[n], blocks[n]) for n in MODELS]
-
-    time_rows, ratio_rows, mem_rows = [], [], []
+        repeats = {k: 2 if big else 3 for k in repeats}
+    results = [bench_model(S, n, repeats[n], blocks[n]) for n in S.names]
+    j = S.dev.judge
+    time_rows, ratio_rows, mem_rows, notes, summary = [], [], [], [], []
     for res in results:
         label = f"{res['name']} ({res['params'] / 1e6:.2f}M)"
         for v, tt in res["times"].items():
-            time_rows.append([label, v, fmt_stats(stats([x / res["block"] * 1e3 for x in tt["cpu"]]), 1),
-                              fmt_stats(stats([x / res["block"] * 1e3 for x in tt["wall"]]), 1)])
-        for which, key in (("NGDiff / GDiff(a) Unlearner", "r_a"), ("NGDiff / GDiff(b) plain 1-backward", "r_b")):
-            r = res[key]
-            met = r["cpu"]["median"] <= TARGET_RATIO
-            ratio_rows.append([label, which, fmt_stats(r["cpu"]), fmt_stats(r["wall"]), f"<= {TARGET_RATIO}",
-                               "met" if met else "**not met**", r["cpu"]["n"]])
-        P4 = 4 * res["params"]
+            med = stats(tt[j])["median"] / res["block"]
+            time_rows.append([label, v, *(fmt_stats(stats(tt[c]), 1, scale=1e3 / res["block"]) for c in ("cpu", "wall")),
+                              f"{res['tokens'][1] / med:,.0f}"])
+        for which, key in (("NGDiff / GDiff(a) Unlearner", "gdiff(a)"), ("NGDiff / GDiff(b) plain 1-backward", "gdiff(b)")):
+            rr = res["r"][key]
+            met = rr[j]["median"] <= TARGET_RATIO
+            ratio_rows.append([label, which, fmt_stats(rr["cpu"]), fmt_stats(rr["wall"]), f"<= {TARGET_RATIO}",
+                               "met" if met else "**not met**", rr["cpu"]["n"]])
+            summary.append({"what": f"NGDiff/GDiff({key[-2]}) step time, {res['name']}", "target": f"<= {TARGET_RATIO}",
+                            "value": f"{rr['cpu']['median']:.3f} (CPU), {rr['wall']['median']:.3f} (wall)", "met": met,
+                            "why": "the two-backward step costs more than the plain step"})
+        ref = res["mem"]["gdiff(b)"]["total"]
         for v, m in res["mem"].items():
-            mem_rows.append([label, v, fmt(m["params"] / MB, 2), fmt(m["grads"] / MB, 2),
-                             fmt(m["optimizer_state"] / MB, 2), fmt(m["extra"] / MB, 2),
-                             fmt(m["transient"] / MB, 2), fmt(m["total"] / MB, 2),
-                             fmt(m["total"] / res["mem"]["gdiff(b)"]["total"]),
-                             fmt((m["total"] - res["mem"]["gdiff(b)"]["total"]) / P4, 2)])
-    notes = []
-    for res in results:
-        met = res["extra_buffers"] <= TARGET_EXTRA_BUFFERS + 0.05
-        notes.append(f"{res['name']}: NGDiff peak - plain GDiff peak = {res['extra_buffers']:.2f} parameter-sized "
-                     f"buffers (target <= {TARGET_EXTRA_BUFFERS:.0f}): {'met' if met else 'NOT met'}.")
-    notes += [
-        "Memory method: persistent tensors counted directly (distinct storages of parameters, .grad / the "
-        "flat gradient buffer, Adam state, the Unlearner's g_R copy), plus the transient peak of one step "
-        "from torch.profiler(profile_memory=True) (max of the CPU allocator's running 'Total Allocated'); "
-        "max over 3 steps with the same tokens in every variant. Not RSS (glibc keeps freed pages).",
-        "Persistent: Unlearner = params + flat grads + g_R + Adam(2) = 5 P; plain = params + Adam(2) (+ grads "
-        "allocated during backward) = 4 P. The plain step holds both batches' graphs at once, the Unlearner "
-        "only one at a time, which offsets part of g_R on small models.",
-    ]
-    summary = []
-    for res in results:
-        for which, key in (("NGDiff/GDiff(a) step time", "r_a"), ("NGDiff/GDiff(b) step time", "r_b")):
-            m = res[key]["cpu"]["median"]
-            summary.append({"what": f"{which}, {res['name']}", "target": f"<= {TARGET_RATIO}",
-                            "value": f"{m:.3f} (CPU), {res[key]['wall']['median']:.3f} (wall)",
-                            "met": m <= TARGET_RATIO,
-                            "why": "" if m <= TARGET_RATIO else "the two-backward step costs more than the plain step"})
+            mem_rows.append([label, v, *(fmt(m[k] / MB, 2) for k in ("params", "grads", "optimizer_state", "extra",
+                                                                     "transient", "total")),
+                             fmt(m["total"] / ref), fmt((m["total"] - ref) / (4 * res["params"]), 2)])
         e = res["extra_buffers"]
-        pers_extra = (res["mem"]["ngdiff"]["persistent"] - res["mem"]["gdiff(b)"]["persistent"]) / (4 * res["params"]) - 1
-        summary.append({"what": f"NGDiff peak memory vs plain GDiff, {res['name']}",
-                        "target": "<= 1 extra P-sized buffer",
-                        "value": f"{e:+.2f} P total peak ({res['mem']['ngdiff']['total'] / res['mem']['gdiff(b)']['total']:.2f}x); "
-                                 f"persistent {pers_extra:+.2f} P (g_R)",
-                        "met": e <= TARGET_EXTRA_BUFFERS + 0.05, "why": ""})
-    return {
-        "title": "1. NGDiff step vs GDiff step (same tokens)",
-        "summary": summary,
-        "intro": [f"Adam lr 1e-3, batch 8 retain + 8 forget rows, c = 0.5 for GDiff; blocks of "
-                  f"{blocks['tiny-gpt2']} (tiny) / {blocks['gpt2-5m']} (5M) steps per variant, interleaved, "
-                  f"order rotated; {repeats['tiny-gpt2']} / {repeats['gpt2-5m']} repeats. Cells: "
-                  "min / **median** / max. Target judged on the CPU-time median (one torch thread: CPU time "
-                  "counts work, wall time also counts waiting for a shared core)."],
-        "tables": [
-            {"caption": "Time per step (ms)", "columns": ["model", "variant", "CPU ms/step", "wall ms/step"],
-             "rows": time_rows},
-            {"caption": "Time ratios (per repeat)", "columns": ["model", "ratio", "CPU time", "wall time", "target",
-                                                                "result", "repeats"], "rows": ratio_rows},
-            {"caption": "Peak memory (MiB)", "columns": ["model", "variant", "params", "grads", "Adam state",
-                                                         "g_R copy", "step transient peak", "total peak",
-                                                         "vs (b)", "extra P-buffers vs (b)"],
-             "rows": mem_rows},
-        ],
-        "notes": notes,
-        "raw": [{k: v for k, v in r.items()} for r in results],
-    }
+        pers = (res["mem"]["ngdiff"]["persistent"] - res["mem"]["gdiff(b)"]["persistent"]) / (4 * res["params"]) - 1
+        met = e <= TARGET_EXTRA_BUFFERS + 0.05
+        notes.append(f"{res['name']}: NGDiff peak - plain GDiff peak = {e:.2f} parameter-sized buffers (target <= "
+                     f"{TARGET_EXTRA_BUFFERS:.0f}): {'met' if met else 'NOT met'}; {res['tokens'][0]:.0f} real / "
+                     f"{res['tokens'][1]:.0f} padded tokens per step.")
+        summary.append({"what": f"NGDiff peak memory vs plain GDiff, {res['name']}", "target": "<= 1 extra P-sized buffer",
+                        "value": f"{e:+.2f} P total peak ({res['mem']['ngdiff']['total'] / ref:.2f}x); persistent "
+                                 f"{pers:+.2f} P (g_R)", "met": met, "why": "g_R plus the step's activations"})
+    notes += [
+        "Memory method: persistent tensors counted directly (distinct storages of parameters, .grad / the flat "
+        "gradient buffer, Adam state, the Unlearner's g_R copy), plus the transient peak of one step (CPU: "
+        "torch.profiler(profile_memory=True), the max of the allocator's running 'Total Allocated'; CUDA: "
+        "torch.cuda.max_memory_allocated above what was allocated before); max over 3 steps with the same tokens in "
+        "every variant. Not RSS (glibc keeps freed pages).",
+        "Persistent: Unlearner = params + flat grads + g_R + Adam(2) = 5 P; plain = params + Adam(2) (+ grads "
+        "allocated during backward) = 4 P. The plain step holds both batches' graphs at once, the Unlearner only "
+        "one at a time, which offsets part of g_R on small models.",
+    ]
+    if S.dtype != "float32":
+        notes.append(f"Precision: float32 weights, gradients and Adam state; every step under "
+                     f"sweeper.models.compute_precision({S.dtype!r}) (torch.autocast, cast cache off), as trials with "
+                     f"`dtype: {S.dtype}` run. Random weights; real-length synthetic rows.")
+    if args.dev.cuda:
+        notes.append("CUDA: blocks synchronised; targets judged on wall time (the CPU columns are the host's time).")
+    return {"title": "1. NGDiff step vs GDiff step (same tokens)", "summary": summary,
+            "intro": [f"Adam lr {S.lr:g}, batch {S.batch} retain + {S.batch} forget rows, c = 0.5 for GDiff; blocks of "
+                      + " / ".join(f"{blocks[n]} ({n})" for n in S.names) + " steps per variant, interleaved, order "
+                      "rotated; " + " / ".join(str(repeats[n]) for n in S.names) + f" repeats; {args.dev.name}. Cells: "
+                      f"min / **median** / max. Target judged on the {S.dev.clock}-time median (one torch thread: CPU "
+                      "time counts work, wall time also counts waiting for a shared core)."],
+            "tables": [{"caption": "Time per step (ms); tokens/s = padded tokens per step / median step time",
+                        "columns": ["model", "variant", "CPU ms/step", "wall ms/step", "tokens/s"], "rows": time_rows},
+                       {"caption": "Time ratios (per repeat)", "columns": ["model", "ratio", "CPU time", "wall time",
+                                                                           "target", "result", "repeats"],
+                        "rows": ratio_rows},
+                       {"caption": "Peak memory (MiB)", "columns": ["model", "variant", "params", "grads", "Adam state",
+                                                                    "g_R copy", "step transient peak", "total peak",
+                                                                    "vs (b)", "extra P-buffers vs (b)"],
+                        "rows": mem_rows}],
+            "notes": notes, "raw": results}
+
+
+def main(argv=None) -> dict:
+    return cli(argv, run, __doc__, sizes=True)
 
 
 if __name__ == "__main__":
-    main(run, __doc__.splitlines()[0])
+    main(sys.argv[1:])
