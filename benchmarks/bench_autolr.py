@@ -144,7 +144,8 @@ def run(args) -> dict:
     return {"title": f"2. AutoLR overhead (K = {K}) vs static learning rate, {STEPS} steps each", "summary": summary,
             "intro": [f"NGDiff, Adam lr {S.lr:g}, batch {S.batch} + {S.batch}; the same batches in both runs; blocks of "
                       "K steps interleaved. Overhead = AutoLR time / static time - 1 per repeat; cells min / **median** "
-                      f"/ max; target judged on the {S.dev.clock}-time median; ms columns are {S.dev.clock} time; {args.dev.name}."],
+                      f"/ max; target judged on the {S.dev.clock}-time median; ms columns are {S.dev.clock} time; "
+                      f"{args.dev.name}."],
             "tables": [{"columns": ["model", "static ms/step", "AutoLR ms/step", "overhead (CPU)", "overhead (wall)",
                                     "target", "result", "repeats"], "rows": rows},
                        {"caption": "Paired per-probe cost: time of the AutoLR run's probe step minus the static run's "

@@ -14,7 +14,7 @@ import gc
 import sys
 import warnings
 
-from harness import MB, clone, cli, fmt, fmt_stats, interleaved, n_params, persistent_bytes, ratios, setup, stats
+from harness import MB, clone, cli, fmt, fmt_stats, interleaved, n_params, peak_memory, ratios, setup, stats
 from sweeper.targets import reference_logprobs
 from sweeper.tasks import get_task
 
@@ -48,15 +48,9 @@ def bench_model(S, name: str, repeats: int, block: int = 3) -> dict:
     times = interleaved(steps, repeats, lambda r: range(3 + r * block, 3 + (r + 1) * block), dev=S.dev)
     t0, mem = 3 + repeats * block, {}
     for k, u in us.items():
-        best = None
-        for t in (t0, t0 + 1, t0 + 2):
-            cache = [u.ref_logprobs] if u.ref_logprobs is not None else []
-            pers = persistent_bytes(u.model, u.optimizer, extra=[u.g_retain] + cache)
-            pers["cache"] = sum(x.numel() * x.element_size() for x in cache)
-            peak = S.dev.transient_peak(lambda: steps[k](t))
-            if best is None or pers["total"] + peak > best["total"]:
-                best = {**pers, "transient": peak, "total": pers["total"] + peak}
-        mem[k] = best
+        cache = [u.ref_logprobs] if u.ref_logprobs is not None else []
+        mem[k] = {**peak_memory(S.dev, u, steps[k], range(t0, t0 + 3), [u.g_retain] + cache),
+                  "cache": sum(x.numel() * x.element_size() for x in cache)}
     return {"name": name, "params": P, "mem": mem, "times": times, "ref_bytes": ref.numel() * ref.element_size(),
             "models_added": models_added, "n_unlearners": len(us)}
 

@@ -463,8 +463,8 @@ def run(args) -> dict:
                                         f"{pct(c[P_GRAD] + c[P_DOT], tot)}"})
         notes.append(f"First-call costs: the final evaluation on the fresh {names[0]} target took "
                      f"{first_call['first_cpu']:.2f} CPU s the first time in this process and "
-                     f"{first_call['second_cpu']:.2f} s the second: {first_call['extra_cpu']:.2f} s is paid once per trial worker (ROUGE's nltk import, "
-                     "first generate).")
+                     f"{first_call['second_cpu']:.2f} s the second: {first_call['extra_cpu']:.2f} s is paid once per "
+                     "trial worker (ROUGE's nltk import, first generate).")
     else:
         notes.append("Parts 1, 2 and 4 (trial phase split, Ray's share, torch.profiler categories) run on the CPU with "
                      "the small models only; this run measured part 3.")

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import sys
 
-from harness import MB, PlainGDiff, clone, cli, fmt, fmt_stats, interleaved, n_params, persistent_bytes, ratios, \
-    setup, stats
+from harness import MB, PlainGDiff, clone, cli, fmt, fmt_stats, interleaved, n_params, peak_memory, ratios, setup, \
+    stats
 
 TARGET_RATIO = 1.05
 TARGET_EXTRA_BUFFERS = 1.0
@@ -39,19 +39,8 @@ def bench_model(S, name: str, repeats: int, block: int) -> dict:
                         lambda: [f(t) for t in (1, 2) for f in steps.values()], S.dev)
     next_t = first + repeats * block
     tokens = S.tokens(ng, range(first, next_t))
-    # Peak memory: persistent tensors (counted directly) + the transient peak of one step. The plain reference
-    # frees its .grad at zero_grad(set_to_none=True) before backward: do that before measuring.
-    mem = {}
-    for v, o in objs.items():
-        best = None
-        for t in (next_t, next_t + 1, next_t + 2):
-            if o is gb:
-                gb.optimizer.zero_grad(set_to_none=True)
-            pers = persistent_bytes(o.model, o.optimizer, extra=[] if o is gb else [o.g_retain])
-            total = pers["total"] + (peak := S.dev.transient_peak(lambda: steps[v](t)))
-            if best is None or total > best["total"]:
-                best = {**pers, "persistent": pers["total"], "transient": peak, "total": total}
-        mem[v] = best
+    mem = {v: peak_memory(S.dev, o, steps[v], range(next_t, next_t + 3), [] if o is gb else [o.g_retain])
+           for v, o in objs.items()}   # persistent tensors + the transient peak of one step (max over 3)
     r = {k: {c: stats(ratios(times, "ngdiff", k, c)) for c in ("cpu", "wall")} for k in ("gdiff(a)", "gdiff(b)")}
     return {"name": name, "params": P, "times": times, "block": block, "r": r, "mem": mem, "tokens": tokens,
             "extra_buffers": (mem["ngdiff"]["total"] - mem["gdiff(b)"]["total"]) / (4 * P)}
