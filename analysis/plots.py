@@ -50,10 +50,14 @@ def _save(fig: Figure, out_path) -> list[Path]:
     """Write the figure as PNG and SVG (same stem); return both paths."""
     png = Path(out_path).with_suffix(".png")
     png.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
+    canvas = FigureCanvasAgg(fig)
+    # The tight bounding box (legends sit outside the axes), computed once and shared by both files:
+    # bbox_inches="tight" would lay the figure out again for each format (the report's main cost).
+    canvas.draw()
+    bbox = fig.get_tightbbox(canvas.get_renderer()).padded(0.1)
     paths = []
     for path in (png, png.with_suffix(".svg")):
-        fig.savefig(path, dpi=130, bbox_inches="tight")
+        fig.savefig(path, dpi=130, bbox_inches=bbox)
         paths.append(path)
     return paths
 
