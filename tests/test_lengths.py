@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from sweeper.data.lengths import (TRUNCATIONS, answer_texts, fit_qa_splits, fit_row, refuse_if_too_long,
                                   row_tokens, summarize)
@@ -22,11 +21,8 @@ CORPUS = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in (SHORT, L
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Every test here runs on one torch thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -87,11 +87,8 @@ def attached(kind: str, name: str):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Every test here runs on one torch thread (tests/conftest.py)."""
 
 
 # --- 1. the prompt is what generation is fed, the scored span is the answer and eos ---------------------
