@@ -81,6 +81,8 @@ class TrialSpec:
     seed: int
     max_failures: int = 1
     plugins: list = field(default_factory=list)
+    #: A front search's settings and study (sweeper.search); empty for a grid's trials.
+    search: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +95,8 @@ class TrialSpec:
     def config_hash(self) -> str:
         d = self.to_dict()
         d.pop("run")
+        if not d["search"]:  # grid trials hash as they did before front searches existed
+            d.pop("search")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -235,6 +239,8 @@ def expand(doc: dict, run: str | None = None) -> list[TrialSpec]:
     problems = validate(doc)
     if problems:
         raise GridError(problems)
+    from sweeper.search import search_settings
+    early_stop = search_settings(doc)[0]["early_stop"]
     doc = _with_defaults(doc)
     run = run or doc["name"]
     u = doc["unlearn"]
@@ -250,7 +256,8 @@ def expand(doc: dict, run: str | None = None) -> list[TrialSpec]:
                 label=label, lr_mode=lr_mode, lr=float(lr), optimizer=u["optimizer"],
                 weight_decay=float(u["weight_decay"]), steps=int(u["steps"]), batch_size=int(u["batch_size"]),
                 autolr=u["autolr"] if lr_mode == "autolr" else {}, eval=doc["eval"], seed=int(seed),
-                max_failures=int(doc["max_failures"]), plugins=_as_list(doc.get("plugins") or [])))
+                max_failures=int(doc["max_failures"]), plugins=_as_list(doc.get("plugins") or []),
+                search={"kind": "grid", "early_stop": early_stop} if early_stop else {}))
     ids = [s.trial_id for s in specs]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -264,6 +271,9 @@ def expand_grid(grid: str, run: str | None = None) -> list[TrialSpec]:
     one run name; a trial shared by two parts runs once."""
     path = resolve_grid_path(grid)
     doc = load_grid(path)
+    if isinstance(doc.get("search"), dict) and doc["search"].get("kind") == "front":
+        raise GridError([f"{path}: is a front search (search: {{kind: front}}); its trials come from "
+                         f"sweeper.search.load_search, not from expanding a grid"])
     if "parts" not in doc:
         return expand(doc, run=run)
     specs, problems = {}, []

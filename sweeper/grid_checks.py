@@ -24,12 +24,12 @@ from sweeper.methods import import_plugins, validate_rule_params
 from sweeper.objectives import get_objective, objective_problem
 
 TOP_KEYS = {"name", "include", "parts", "plugins", "seeds", "data", "models", "target", "methods", "lr_modes",
-            "unlearn", "eval", "max_failures", "description"}
+            "unlearn", "eval", "max_failures", "description", "search"}
 MODEL_KEYS = {"name", "workers", "strategy", "cpus_per_worker", "gpus_per_worker", "dtype", "trust_remote_code",
               "checkpoint", "tokenizer", "retrained_reference", "template"}
 TARGET_KEYS = {"optimizer", "lr", "batch_size", "max_epochs", "exact_match_gate", "check_every", "seed"}
 UNLEARN_KEYS = {"optimizer", "lr", "steps", "batch_size", "weight_decay", "autolr"}
-EVAL_KEYS = {"max_questions", "max_new_tokens", "every", "batch_size", "retrained_reference", "metrics"}
+EVAL_KEYS = {"max_questions", "max_new_tokens", "every", "batch_size", "retrained_reference", "metrics", "keep_best"}
 LR_MODES = ("static", "autolr")
 STRATEGIES = ("ddp", "fsdp")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -319,7 +319,27 @@ def validate(doc: dict) -> list[str]:
     problems += _check_metrics(f, doc["eval"].get("metrics"), doc["data"])
     problems += _check_methods(f, doc["methods"])
     problems += _check_run_settings(f, doc)
+    problems += _check_keep_best(f, doc)
+    from sweeper.search import search_settings
+    problems += search_settings(doc)[1]
     return problems
+
+
+def _check_keep_best(f: str, doc: dict) -> list[str]:
+    """``eval.keep_best``: a curve metric (rouge_forget, rouge_retain) or a weight w in [0, 1] of the
+    trade-off w * retain + (1 - w) * (1 - forget); not with FSDP (rank 0 holds no full model)."""
+    from sweeper.search import CURVE_OBJECTIVES
+    keep = doc["eval"].get("keep_best")
+    if keep is None:
+        return []
+    is_weight = isinstance(keep, (int, float)) and not isinstance(keep, bool) and 0 <= keep <= 1
+    if not is_weight and keep not in CURVE_OBJECTIVES:
+        return [f"{f}: eval: keep_best = {keep!r} must be a metric measured at every evaluation "
+                f"({', '.join(CURVE_OBJECTIVES)}) or a weight w in [0, 1] of w * retain + (1 - w) * (1 - forget)"]
+    if any({**MODEL_DEFAULTS, **m}.get("strategy") == "fsdp" for m in doc["models"]):
+        return [f"{f}: eval: keep_best is not supported with strategy fsdp (no rank holds the whole model); "
+                f"use strategy ddp or drop keep_best"]
+    return []
 
 
 def _method_variants(entry: dict):

@@ -18,9 +18,10 @@ import sys
 import time
 from collections import Counter
 
-from sweeper.grid import GridError, TrialSpec, expand_grid
+from sweeper.grid import GridError, TrialSpec, expand_grid, load_grid, resolve_grid_path
 from sweeper.plan import (RUNNERS, capacity_problems, concurrency, device_time_estimate, print_plan,  # noqa: F401
-                          runner_for, runner_problems, trial_shape)
+                          print_search_plan, runner_for, runner_problems, trial_shape)
+from sweeper.search import FrontSearch, load_search, search_settings
 from sweeper.storage import Storage
 
 #: A custom resource held by each Tune trial's own process, so that it takes no CPU from its workers
@@ -131,47 +132,78 @@ def trial_process_resources(specs: list[TrialSpec], runner: str, has_slot: bool)
     without it, 1 CPU, which the concurrency arithmetic then counts)."""
     from ray.tune import PlacementGroupFactory
     driver = {TRIAL_SLOT: 1} if has_slot else {"CPU": 1}
-    shapes = {}
-    for s in specs:
+
+    def shape(s: TrialSpec) -> dict:
         if runner_for(s, runner) == "inline":
             gpu = s.model["gpus_per_worker"]
-            shapes[s.trial_id] = {"CPU": s.model["cpus_per_worker"], **({"GPU": gpu} if gpu else {})}
-        else:
-            shapes[s.trial_id] = driver
+            return {"CPU": s.model["cpus_per_worker"], **({"GPU": gpu} if gpu else {})}
+        return driver
+
+    shapes = {s.trial_id: shape(s) for s in specs}
     driver_cpu = 0.0 if has_slot or all(runner_for(s, runner) == "inline" for s in specs) else 1.0
-    return (lambda config: PlacementGroupFactory([shapes[config["trial"]]])), driver_cpu
+
+    def resources(config: dict):  # a front search's trials are not known in advance: their spec travels along
+        known = shapes.get(config["trial"])
+        return PlacementGroupFactory([known or shape(TrialSpec.from_dict(config["spec"]))])
+    return resources, driver_cpu
 
 
 def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, trial_resources,
-               retry_failed: bool = False, runner: str = "auto", verbose: bool = False, callbacks=()):
+               retry_failed: bool = False, runner: str = "auto", verbose: bool = False, callbacks=(),
+               search: FrontSearch | None = None, early_stop: dict | None = None):
+    """Run the trials under Ray Tune: every spec of a grid, or what a front search proposes (``search``;
+    ``specs`` are then its planning specs). ``early_stop`` ({min_steps, margin}) adds the scheduler that
+    stops dominated trials."""
     from ray import tune
 
+    from sweeper.front_searcher import DominatedStopper, FrontBook, FrontSearcher, finished_points
     from sweeper.progress import TrialLines
     from sweeper.trial import run_trial
 
     inline = any(runner_for(s, runner) == "inline" for s in specs)
     if not verbose:  # TrialLines prints one line per trial; the new output engine would print a table too
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    base = {"storage": storage.uri, "retry_failed": retry_failed, "runner": runner}
+    if search:
+        searcher = FrontSearcher(search, storage, run, base)
+        book, total = searcher.book, searcher.search.budget
+        trainable = run_trial
+        space = dict(search_alg=searcher, num_samples=max(1, searcher.remaining),
+                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
+    else:
+        book = FrontBook(["min", "max"], ["rouge_forget", "rouge_retain"]) if early_stop else None
+        if book:
+            finished_points(book, specs, storage, run)
+        total, trainable = len(specs), tune.with_parameters(run_trial, specs={s.trial_id: s.to_dict() for s in specs})
+        space = {}
+    scheduler = DominatedStopper(book, storage, run, early_stop["min_steps"], early_stop["margin"]) \
+        if early_stop else None
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(run_trial, specs={s.trial_id: s.to_dict() for s in specs}),
-                            trial_resources),
-        param_space={"trial": tune.grid_search([s.trial_id for s in specs]), "storage": storage.uri,
-                     "retry_failed": retry_failed, "runner": runner},
+        tune.with_resources(trainable, trial_resources),
+        param_space=None if search else {"trial": tune.grid_search([s.trial_id for s in specs]), **base},
         # Reusing trial processes saves a process start per trial (inline: the imports too). Inline, Tune
         # restarts a process that dies (its trial resumes from its checkpoint); a Train job restarts its
         # own workers, and its driver records any exception, so a retry only follows a dead process.
-        tune_config=tune.TuneConfig(max_concurrent_trials=conc, reuse_actors=True),
+        tune_config=tune.TuneConfig(max_concurrent_trials=conc, reuse_actors=True, scheduler=scheduler, **space),
         run_config=tune.RunConfig(name="tune", storage_path=storage.url(run), verbose=1 if verbose else 0,
-                                  callbacks=[*(() if verbose else (TrialLines(len(specs)),)), *callbacks],
+                                  callbacks=[*(() if verbose else (TrialLines(total),)), *callbacks],
                                   failure_config=tune.FailureConfig(
                                       max_failures=max(s.max_failures for s in specs) if inline else 0)))
     return tuner.fit()
 
 
+def _trial_name(trial) -> str:
+    """Tune's name for a search's trial: our trial id and Tune's (the default name would spell out the
+    whole spec the config carries)."""
+    return f"{str(trial.config.get('trial'))[:100]}_{trial.trial_id}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        specs = expand_grid(args.grid, run=args.run)
+        search = load_search(resolve_grid_path(args.grid), run=args.run)
+        specs = search.planning_specs() if search else expand_grid(args.grid, run=args.run)
+        settings = search.settings if search else search_settings(load_grid(resolve_grid_path(args.grid)))[0]
     except GridError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -189,7 +221,8 @@ def main(argv=None) -> int:
         if (problems := capacity_problems(specs, float(args.num_cpus or "inf"), gpus, 0.0)):
             print("error: " + "\n".join(problems), file=sys.stderr)
             return 2
-        print_plan(specs, args.max_concurrent or concurrency(specs, cpus, gpus or 0.0, 0), cpus, gpus, args.runner)
+        conc = args.max_concurrent or concurrency(search.budget_specs() if search else specs, cpus, gpus or 0.0, 0)
+        print_search_plan(search, conc, cpus, gpus, args.runner) if search else print_plan(specs, conc, cpus, gpus, args.runner)
         return 0
     if (why := storage.check_writable()):
         print(f"error: {why}", file=sys.stderr)
@@ -205,21 +238,29 @@ def main(argv=None) -> int:
     if problems:
         print("error: " + "\n".join(problems), file=sys.stderr)
         return 2
-    conc = min(args.max_concurrent or len(specs), concurrency(specs, cpus, gpus, driver_cpu))
-    print_plan(specs, conc, cpus, gpus, args.runner)
+    conc = min(args.max_concurrent or 10**6, concurrency(search.budget_specs() if search else specs, cpus, gpus,
+                                                              driver_cpu))
+    print_search_plan(search, conc, cpus, gpus, args.runner) if search else print_plan(specs, conc, cpus, gpus, args.runner)
 
     print(f"stage 1: No-unlearn targets under {storage.url('targets')}", flush=True)
     failed_targets = build_targets(specs, storage, run)
     runnable = [s for s in specs if s.target_hash not in failed_targets]
+    skipped = len(specs) - len(runnable)
+    if search:  # a study whose target failed is dropped with its whole budget
+        kept = [st for st in search.studies if st.spec({}, st.seeds[0]).target_hash not in failed_targets]
+        skipped = search.budget - FrontSearch(search.settings, kept).budget
+        search = FrontSearch(search.settings, kept)
     if failed_targets:
-        print(f"stage 1: {len(failed_targets)} target(s) failed; their {len(specs) - len(runnable)} trial(s) are "
+        print(f"stage 1: {len(failed_targets)} target(s) failed; their {skipped} trial(s) are "
               f"skipped, the other targets and trials go on", file=sys.stderr, flush=True)
     if runnable:
-        print(f"stage 2: {len(runnable)} trials, {conc} at a time", flush=True)
+        print(f"stage 2: {search.budget if search else len(runnable)} trials"
+              + (f" at most (front search, sampler {search.settings['sampler']})" if search else "")
+              + f", {conc} at a time", flush=True)
         from sweeper.tracking import tracker_callbacks
         callbacks = tracker_callbacks(trackers, storage.url(run), run, specs={s.trial_id: s.to_dict() for s in runnable})
         run_trials(runnable, storage, run, conc, trial_resources, retry_failed=args.retry_failed, runner=args.runner,
-                   verbose=args.verbose, callbacks=callbacks)
+                   verbose=args.verbose, callbacks=callbacks, search=search, early_stop=settings["early_stop"])
 
     if not storage.exists(f"{run}/trials"):
         print(f"\nrun {run!r}: nothing finished in {time.time() - start:.0f} s", file=sys.stderr)
@@ -227,9 +268,10 @@ def main(argv=None) -> int:
     from analysis.load import load_run
     data = load_run(storage.url(run))
     counts = Counter(data.trials["status"])
-    counts["skipped"] = len(specs) - len(runnable)
+    counts["skipped"] = skipped
+    shown = ("ok", "failed", "diverged", *(("stopped_dominated",) if search or settings["early_stop"] else ()), "skipped")
     print(f"\nrun {run!r} finished in {time.time() - start:.0f} s: "
-          + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "diverged", "skipped"))
+          + ", ".join(f"{counts.get(k, 0)} {k}" for k in shown)
           + f" trial(s), {len(data.baselines)} No-unlearn row(s)")
     print_failures(data.summaries, storage, run)
     print(f"outputs: {storage.url(run)}/trials/<trial_id>/{{steps,summary}}.parquet")

@@ -117,6 +117,25 @@ def print_plan(specs: list[TrialSpec], conc: int, cpus: float, gpus: float | Non
     print(device_time_estimate(specs))
 
 
+def print_search_plan(search, conc: int, cpus: float, gpus: float | None, runner: str = "auto") -> None:
+    """The plan of a front search: its studies, what each searches and the trials its budget buys."""
+    st = search.settings
+    stop = st["early_stop"]
+    print(f"front search: {len(search.studies)} stud{'y' if len(search.studies) == 1 else 'ies'}, "
+          f"{search.budget} trials at most, sampler {st['sampler']}, objectives {st['objectives'][0]} "
+          f"({search.senses[0]}) and {st['objectives'][1]} ({search.senses[1]}), early stop "
+          + (f"after {stop['min_steps']} steps at margin {stop['margin']:g}" if stop else "off"))
+    for study in search.studies:
+        spec = study.spec({}, study.seeds[0])
+        c, g = trial_shape(spec)
+        ranges = ", ".join(f"{r.name} in [{r.low:g}, {r.high:g}]{' (log)' if r.log else ''}" for r in study.ranges)
+        print(f"  {study.id:<60} {ranges or 'nothing to search'}: {study.configs} configuration(s) x "
+              f"{len(study.seeds)} seed(s); {spec.model['workers']} worker(s), {c:g} CPU, {g:g} GPU, "
+              f"{spec.steps} steps, {runner_for(spec, runner)}")
+    print(f"cluster: {cpus:g} CPUs, {gpus or 0:g} GPUs -> {conc} trial(s) at a time")
+    print(device_time_estimate(search.budget_specs()))
+
+
 def device_time_estimate(specs: list[TrialSpec]) -> str:
     """GPU trials from their FLOPs (sweeper.estimate: known model shapes, an assumed MFU); CPU trials at
     the tiny twins' measured ~0.08 s per step. Steps and AutoLR probes only: no evaluation or start-up."""

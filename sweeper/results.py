@@ -82,11 +82,16 @@ SUMMARY_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("privleak", pa.float64(), "MUSE PrivLeak: Min-40% AUC relative to the retrained model, in %"),
     ("accuracy_forget", pa.float64(), "vision: top-1 accuracy on the forget class"),
     ("accuracy_retain", pa.float64(), "vision: top-1 accuracy on the retained classes"),
-    ("status", pa.string(), "ok, diverged or failed"),
+    ("status", pa.string(), "ok, diverged, failed or stopped_dominated (early stop of a front search)"),
     ("diverged_step", pa.int64(), "first step with a non-finite loss or gradient, else null"),
     ("error", pa.string(), "the error message of a failed trial, else null"),
     ("wall_s", pa.float64(), "seconds the trial's loop took (evaluation included)"),
     ("node_id", pa.string(), "the Ray node the trial's rank 0 ran on (null outside Ray)"),
+    ("search", pa.string(), "how the trial was chosen: grid, or front:gap / front:optuna (a front search's sampler)"),
+    ("study", pa.string(), "a front search's study (data x model x method x lr mode) the trial belongs to, else null"),
+    ("finished_at", pa.float64(), "Unix time the trial finished (orders a search's trials for hypervolume vs cost)"),
+    ("stop_reason", pa.string(), "why a stopped_dominated trial was stopped early (the point that dominated it)"),
+    ("best_step", pa.int64(), "with eval.keep_best: the evaluated step whose model was saved under best/"),
 ]
 
 
@@ -101,6 +106,20 @@ SAMPLE_FIELDS: list[tuple[str, pa.DataType, str]] = [
 ]
 
 
+#: A front search's proposals, in the order made (``<run>/search/proposals.parquet``; see sweeper.front_searcher).
+PROPOSAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("run", pa.string(), "run name"),
+    ("study", pa.string(), "the study (data x model x method entry x lr mode) the proposal belongs to"),
+    ("proposal", pa.int64(), "the proposal's number within its study, from 0"),
+    ("sampler", pa.string(), "gap or optuna"),
+    ("values_json", pa.string(), "the searched values, e.g. {\"c\": 0.37, \"lr\": 0.0004}"),
+    ("unit_json", pa.string(), "the same point in the unit cube of the ranges (what the sampler chose)"),
+    ("trial_ids", pa.list_(pa.string()), "its trials, one per seed (empty when it repeated an earlier proposal)"),
+    ("reason", pa.string(), "why the sampler chose it (initial design, the front gap it fills, ...)"),
+    ("proposed_at", pa.float64(), "Unix time of the proposal"),
+]
+
+
 def schema(fields: list[tuple[str, pa.DataType, str]]) -> pa.Schema:
     """The pyarrow schema of ``fields``; each column's description is kept as field metadata."""
     return pa.schema([pa.field(n, t, metadata={"doc": d}) for n, t, d in fields])
@@ -109,6 +128,7 @@ def schema(fields: list[tuple[str, pa.DataType, str]]) -> pa.Schema:
 STEP_SCHEMA = schema(STEP_FIELDS)
 SUMMARY_SCHEMA = schema(SUMMARY_FIELDS)
 SAMPLE_SCHEMA = schema(SAMPLE_FIELDS)
+PROPOSAL_SCHEMA = schema(PROPOSAL_FIELDS)
 
 
 def to_table(rows: list[dict], table_schema: pa.Schema) -> pa.Table:
@@ -125,7 +145,7 @@ def markdown_table() -> str:
     """The schema as Markdown, for the README."""
     out = []
     for title, fields in (("steps.parquet", STEP_FIELDS), ("summary.parquet", SUMMARY_FIELDS),
-                          ("samples.parquet", SAMPLE_FIELDS)):
+                          ("samples.parquet", SAMPLE_FIELDS), ("search/proposals.parquet", PROPOSAL_FIELDS)):
         out += [f"`{title}`", "", "| column | type | meaning |", "| --- | --- | --- |"]
         out += [f"| `{n}` | {t} | {d} |" for n, t, d in fields]
         out.append("")

@@ -29,6 +29,8 @@ from sweeper.storage import Storage
 
 #: Metrics forwarded to Tune's progress table.
 PROGRESS_KEYS = ("step", "loss_retain", "loss_forget", "lr")
+#: Evaluation metrics reported with the evaluation steps (a front search's scheduler reads them).
+CURVE_KEYS = ("rouge_forget", "rouge_retain")
 
 
 def code_version() -> str:
@@ -52,7 +54,10 @@ def summary_row(spec: TrialSpec, **results) -> dict:
                 seed=spec.seed, model=spec.model["name"], dataset=spec.data["name"], method=spec.label,
                 c=spec.c, forget_loss=spec.forget_loss, lr_mode=spec.lr_mode, lr=spec.lr,
                 optimizer=spec.optimizer, workers=spec.model["workers"], target_hash=spec.target_hash,
-                params_json=json.dumps(spec.to_dict(), sort_keys=True), **results)
+                params_json=json.dumps(spec.to_dict(), sort_keys=True), finished_at=time.time(),
+                search=f"front:{spec.search['sampler']}" if spec.search.get("kind") == "front" else "grid",
+                study=spec.search.get("study"),
+                **results)
 
 
 def write_trial(storage: Storage, run: str, trial_id: str, steps: list[dict], summary: dict, finished: bool,
@@ -121,15 +126,18 @@ def unlearn_trial(spec: TrialSpec, storage: Storage, session, device) -> None:
     torch.set_num_threads(max(1, int(spec.model["cpus_per_worker"])))
     import_plugins(spec.plugins)
     trial = _Trial(spec, storage, device)
-    rows, first, elapsed = [], 1, 0.0
+    rows, first, elapsed, best = [], 1, 0.0, None
     state = session.restore()
     if state:  # a restarted trial resumes where the last checkpoint left off
         trial.unlearner.load_state_dict(state["unlearner"])
-        rows, first, elapsed = state["rows"], state["step"] + 1, state["elapsed"]
+        rows, first, elapsed, best = state["rows"], state["step"] + 1, state["elapsed"], state.get("best")
     start = time.perf_counter() - elapsed
     with trial.precision:
-        status, diverged_step, final = "ok", None, None
+        status, diverged_step, final, stop_reason = "ok", None, None, None
         for t in range(first, spec.steps + 1):
+            if spec.search.get("early_stop") and (stop_reason := stop_requested(storage, spec, trial.comm)):
+                status = "stopped_dominated"  # a front search's scheduler found it dominated: end it here
+                break
             try:
                 row = trial.unlearner.step(t)
             except trial.Diverged as e:  # every worker sees the same global scalars: all stop at the same step
@@ -143,15 +151,67 @@ def unlearn_trial(spec: TrialSpec, storage: Storage, session, device) -> None:
                 scores = final[0] if final else trial.curve_metrics()
                 if scores:
                     row.update(rouge_forget=scores["rouge_forget"], rouge_retain=scores["rouge_retain"])
-                _checkpoint(session, trial, rows, t, time.perf_counter() - start)
-        if final is None:  # diverged, or resumed from the last step's checkpoint
+                best = keep_best(spec, storage, trial, row, best)
+                _checkpoint(session, trial, rows, t, time.perf_counter() - start, best)
+        if status == "stopped_dominated":  # its point is its last evaluation; the full evaluation is skipped
+            last = next((r for r in reversed(rows) if r.get("rouge_forget") is not None), {})
+            final = ({k: last.get(k) for k in ("rouge_forget", "rouge_retain")}, [])
+        elif final is None:  # diverged, or resumed from the last step's checkpoint
             final = trial.evaluate()
     if trial.comm.rank == 0:
         summary = summary_row(spec, steps=rows[-1]["step"] if rows else 0, status=status,
-                              node_id=getattr(session, "node_id", None),
+                              node_id=getattr(session, "node_id", None), stop_reason=stop_reason,
+                              best_step=best and best["step"],
                               diverged_step=diverged_step, final_lr=trial.unlearner.optimizer.param_groups[0]["lr"],
                               wall_s=time.perf_counter() - start, **final[0])
         write_trial(storage, spec.run, spec.trial_id, rows, summary, finished=True, samples=final[1])
+
+
+def stop_requested(storage: Storage, spec: TrialSpec, comm) -> str | None:
+    """The reason in the trial's stop marker (written by a front search's scheduler), or None. Rank 0
+    looks and tells every rank, so all ranks stop at the same step."""
+    from sweeper.front_searcher import STOP_MARKER
+    path = f"{trial_dir(spec)}/{STOP_MARKER}"
+    found = comm.rank == 0 and storage.exists(path)
+    if comm.world_size > 1:
+        found = bool(comm.all_reduce_sum(torch.tensor([float(found)])).item())
+    if not found:
+        return None
+    return storage.read_bytes(path).decode() if comm.rank == 0 else "stopped"
+
+
+def trade_off(scores: dict, keep) -> float:
+    """The score ``eval.keep_best`` maximises: a metric (rouge_retain up, rouge_forget down) or, for a
+    weight w, w * retain + (1 - w) * (1 - forget)."""
+    if keep == "rouge_retain":
+        return scores["rouge_retain"]
+    if keep == "rouge_forget":
+        return -scores["rouge_forget"]
+    return float(keep) * scores["rouge_retain"] + (1 - float(keep)) * (1 - scores["rouge_forget"])
+
+
+def keep_best(spec: TrialSpec, storage: Storage, trial: "_Trial", row: dict, best: dict | None) -> dict | None:
+    """With ``eval.keep_best``: when this evaluation beats the best so far, rank 0 saves the model under
+    ``<trial>/best/`` (weights plus best.json: step, metrics, score). Returns the best so far."""
+    keep = spec.eval.get("keep_best")
+    if keep is None or row.get("rouge_forget") is None:
+        return best
+    score = trade_off(row, keep)
+    if best is not None and not score > best["score"]:
+        return best
+    best = {"step": row["step"], "score": score, "rouge_forget": row["rouge_forget"],
+            "rouge_retain": row["rouge_retain"], "keep_best": keep, "target_hash": spec.target_hash}
+    if trial.comm.rank == 0:
+        with tempfile.TemporaryDirectory() as d:
+            if hasattr(trial.model, "save_pretrained"):
+                trial.model.save_pretrained(d)
+            else:
+                torch.save(trial.model.state_dict(), os.path.join(d, "model.pt"))
+            for name in os.listdir(d):
+                with open(os.path.join(d, name), "rb") as fh:
+                    storage.write_bytes(f"{trial_dir(spec)}/best/{name}", fh.read())
+        storage.write_bytes(f"{trial_dir(spec)}/best/best.json", json.dumps(best, indent=1).encode())
+    return best
 
 
 class _Trial:
@@ -206,13 +266,14 @@ class _Trial:
                                                      self.reference), self.spec.eval)
 
 
-def _checkpoint(session, trial: _Trial, rows: list[dict], step: int, elapsed: float) -> None:
+def _checkpoint(session, trial: _Trial, rows: list[dict], step: int, elapsed: float, best: dict | None) -> None:
     """Progress and a checkpoint through the session; every rank calls it (a barrier under Ray Train).
     Under FSDP ``state_dict()`` is a collective that gathers the full state to rank 0: every rank calls it."""
     rank0 = trial.comm.rank == 0
     full = trial.unlearner.state_dict() if rank0 or getattr(trial.unlearner, "sharded", False) else None
-    session.report({k: rows[-1][k] for k in PROGRESS_KEYS},
-                   {"unlearner": full, "rows": rows, "step": step, "elapsed": elapsed} if rank0 else None)
+    metrics = {k: rows[-1][k] for k in PROGRESS_KEYS + CURVE_KEYS if rows[-1].get(k) is not None}
+    session.report(metrics, {"unlearner": full, "rows": rows, "step": step, "elapsed": elapsed, "best": best}
+                   if rank0 else None)
 
 
 def ray_node_id() -> str | None:
@@ -305,6 +366,7 @@ def run_trial(config: dict, specs: dict | None = None) -> None:
     if not storage.exists(f"{base}/_SUCCESS") or (config.get("retry_failed") and _status(storage, base) == "failed"):
         run = run_inline if runner_for(spec, config.get("runner", "train")) == "inline" else run_train_job
         storage.delete(f"{base}/{WORKER_CAUSE}")
+        storage.delete(f"{base}/_STOP")  # an old verdict: the scheduler decides again from this run's results
         try:
             run(spec, storage)
         except Exception as e:  # noqa: BLE001 -- recorded as a failed trial; the sweep goes on

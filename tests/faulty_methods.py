@@ -90,3 +90,10 @@ def _wait_for_registered_checkpoint(timeout: float = 60.0) -> None:
         except Exception:  # noqa: BLE001 -- not written yet, or being written
             pass
         time.sleep(0.2)
+
+
+@combination_rule("retain_ascent", summary="ascends the retain loss, leaves the forget set alone (test only)")
+def retain_ascent(s, state):
+    # g = w_R g_R - w_F g_F with w_R = -1: every step makes the retained answers worse, never the forgotten
+    # ones better; a clearly dominated configuration for the early-stop test.
+    return -1.0, 0.0

@@ -5,6 +5,7 @@ multi-worker model before any work starts."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pyarrow.parquet as pq
 import pytest
@@ -142,3 +143,39 @@ def test_inline_runner_retries_from_its_checkpoint(setup, monkeypatch):
     expected, _ = trial_tables(storage, straight)
     for col in ("loss_retain", "loss_forget", "lr"):
         assert retried[col].tolist() == expected[col].tolist(), col
+
+
+def test_a_stop_marker_ends_the_trial_as_stopped_dominated(setup):
+    """A front search's scheduler writes _STOP; the trial ends at its next step with what it measured:
+    its steps so far, its last evaluation as its point, the reason, and no full final evaluation."""
+    from sweeper.front_searcher import STOP_MARKER
+    spec, storage, _ = setup
+    spec = dataclasses.replace(spec, run="stopped", search={"kind": "front", "sampler": "gap", "study": "s",
+                                                            "early_stop": {"min_steps": 1, "margin": 0}})
+    marker = f"stopped/trials/{spec.trial_id}/{STOP_MARKER}"
+
+    class StopAfterFirstEvaluation(MemorySession):
+        def report(self, metrics, state):
+            super().report(metrics, state)
+            storage.write_bytes(marker, b"dominated by another trial")
+
+    unlearn_trial(spec, storage, StopAfterFirstEvaluation(), torch.device("cpu"))
+    steps, summary = trial_tables(storage, spec)
+    assert summary["status"] == "stopped_dominated" and summary["stop_reason"] == "dominated by another trial"
+    assert steps["step"].tolist() == list(range(1, EVERY + 1)) and summary["steps"] == EVERY
+    assert summary["rouge_forget"] == steps["rouge_forget"].iloc[-1] and summary["final_loss_forget"] is None
+    assert summary["search"] == "front:gap" and summary["study"] == "s" and summary["finished_at"] > 0
+
+
+def test_keep_best_saves_the_best_evaluated_model(setup):
+    spec, storage, _ = setup
+    spec = dataclasses.replace(spec, run="best", eval={**spec.eval, "keep_best": 0.5})
+    unlearn_trial(spec, storage, MemorySession(), torch.device("cpu"))
+    steps, summary = trial_tables(storage, spec)
+    evaluated = steps[steps["rouge_forget"].notna()]
+    scores = 0.5 * evaluated["rouge_retain"] + 0.5 * (1 - evaluated["rouge_forget"])
+    best = json.loads(storage.read_bytes(f"best/trials/{spec.trial_id}/best/best.json"))
+    assert best["step"] == summary["best_step"] == int(evaluated["step"].iloc[scores.to_numpy().argmax()])
+    assert storage.exists(f"best/trials/{spec.trial_id}/best/config.json")  # save_pretrained's folder
+    from transformers import AutoModelForCausalLM
+    assert AutoModelForCausalLM.from_pretrained(storage.path(f"best/trials/{spec.trial_id}/best")) is not None

@@ -1,0 +1,247 @@
+"""Front search without a cluster: the ``search`` section and its ranges (one sentence per problem), the
+studies a grid file becomes, the two samplers, the dominance test behind early stopping, and the Tune
+searcher driven by hand against a real storage folder, through an interruption and a resume."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sweeper.front_searcher import STOP_MARKER, DominatedStopper, FrontBook, FrontSearcher
+from sweeper.grid import GridError, TrialSpec, expand_grid, load_grid
+from sweeper.samplers import GapSampler, OptunaSampler
+from sweeper.search import Range, load_search, search_settings
+from sweeper.storage import Storage
+from sweeper.trial import summary_row, write_trial
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = str(ROOT / "search_spaces" / "demo" / "base.yaml")
+
+
+def front_grid(tmp_path: Path, **over) -> Path:
+    doc = {"name": "fs", "include": [BASE], "search": {"kind": "front", "budget": 6, "sampler": "gap"},
+           "models": [{"name": "tiny-gpt2"}], "methods": [{"method": "gdiff", "c": {"range": [0.0, 1.0]}}],
+           "unlearn": {"lr": {"log_range": [1e-4, 1e-2]}}, "lr_modes": ["static"]}
+    doc.update(over)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(GridError) as e:
+        load_search(path)
+    return e.value.problems
+
+
+# --- the search section, ranges and studies ---------------------------------------------------------
+
+def test_ranges_map_the_unit_interval_and_back():
+    lin, log = Range("c", 0.0, 1.0), Range("lr", 1e-4, 1e-2, log=True)
+    assert lin.value(0.25) == 0.25 and log.value(0.5) == pytest.approx(1e-3)
+    assert log.value(0.0) == 1e-4 and log.value(1.0) == 1e-2 and log.value(7) == 1e-2  # clipped
+    assert log.unit(log.value(0.3)) == pytest.approx(0.3, abs=1e-3)
+    assert Range("c", 0, 1).value(1 / 3) == 0.3333  # 4 significant digits: readable, reproducible ids
+
+
+def test_a_front_grid_becomes_studies_with_a_budget(tmp_path):
+    search = load_search(front_grid(tmp_path))
+    (study,) = search.studies
+    assert [r.name for r in study.ranges] == ["c", "lr"] and study.configs == 6 and search.budget == 6
+    a, b = study.spec({"c": 0.25, "lr": 1e-3}, 0), study.spec({"c": 0.75, "lr": 1e-3}, 0)
+    assert a.method_params == {"c": 0.25} and a.lr == 1e-3 and a.trial_id != b.trial_id
+    assert a.search["study"] == study.id and a.search["sampler"] == "gap"
+    assert a.target_hash == b.target_hash  # searched values never change the No-unlearn target
+    seeded = load_search(front_grid(tmp_path, seeds=[0, 1, 2], search={"kind": "front", "budget": 7}))
+    assert seeded.studies[0].configs == 2 and seeded.budget == 6  # each seed of a configuration is a trial
+
+
+def test_methods_without_ranges_run_their_one_configuration(tmp_path):
+    search = load_search(front_grid(tmp_path, methods=[{"method": "gdiff", "c": {"range": [0, 1]}}, {"method": "ngdiff"}],
+                                    unlearn={"lr": [1e-3]}))
+    assert [(s.template["label"], s.configs) for s in search.studies] == [("gdiff", 6), ("ngdiff", 1)]
+
+
+def test_grid_trials_keep_their_ids():
+    spec = expand_grid("demo")[0]
+    assert spec.search == {} and spec.trial_id == "tiny-gpt2_gdiff-c0.9_static_lr0.001_s0_6927f0d6"
+    assert TrialSpec.from_dict({k: v for k, v in spec.to_dict().items() if k != "search"}).config_hash == spec.config_hash
+
+
+def test_a_plain_grid_has_no_search_and_defaults_to_early_stop_off():
+    assert load_search(ROOT / "search_spaces" / "demo.yaml") is None
+    settings, found = search_settings({"name": "x"})
+    assert settings["kind"] == "grid" and settings["early_stop"] is None and not found
+    front, _ = search_settings({"search": {"kind": "front"}, "unlearn": {"steps": 30}})
+    assert front["early_stop"] == {"min_steps": 15, "margin": 0.05}  # on for a front search, after half the steps
+
+
+@pytest.mark.parametrize("over, expected", [
+    ({"search": {"kind": "fronts"}}, "search: kind = 'fronts' is not allowed; allowed: grid, front"),
+    ({"search": {"kind": "front", "sampler": "tpe"}}, "search: sampler = 'tpe' is not allowed; allowed: gap, optuna"),
+    ({"search": {"kind": "front", "budget": 0}}, "search: budget = 0 must be a positive integer"),
+    ({"search": {"kind": "front", "objectives": ["rouge_forget"]}}, "search: objectives = ['rouge_forget'] must be two"),
+    ({"search": {"kind": "front", "objectives": ["final_loss_forget", "final_loss_retain"]}},
+     "search: early_stop needs objectives measured during training"),
+    ({"search": {"kind": "front", "budget": 2}, "seeds": [0, 1, 2]}, "budget = 2 is fewer trials than the 3 seeds"),
+    ({"methods": [{"method": "gdiff", "c": {"range": [0.5, 0.1]}}]}, "methods[0]: c = {'range': [0.5, 0.1]} must be"),
+    ({"methods": [{"method": "gdiff", "c": {"range": [0, 1.5]}}]}, "method 'gdiff': c = 1.5 is outside [0, 1]"),
+    ({"unlearn": {"lr": {"log_range": [0, 1e-3]}}}, "unlearn: lr = {'log_range': [0, 0.001]} must be {log_range"),
+    ({"search": {"kind": "grid"}}, "ranges such as {range: [0, 1]} need search: {kind: front}"),
+])
+def test_bad_search_sections_are_one_sentence_each(tmp_path, over, expected):
+    found = problems(front_grid(tmp_path, **over))
+    assert any(expected in p and str(tmp_path / "grid.yaml") in p for p in found), found
+
+
+def test_a_front_grid_is_not_expanded_as_a_grid(tmp_path):
+    with pytest.raises(GridError, match="is a front search"):
+        expand_grid(str(front_grid(tmp_path)))
+
+
+def test_keep_best_takes_a_curve_metric_or_a_weight(tmp_path):
+    from sweeper.grid import validate
+    doc = load_grid(front_grid(tmp_path))
+    for keep, ok in (("rouge_retain", True), (0.3, True), ("model_utility", False), (1.5, False)):
+        d = {**doc, "search": {"kind": "grid"}, "methods": [{"method": "ngdiff"}], "unlearn": {"lr": [1e-3]},
+             "eval": {**doc["eval"], "keep_best": keep}}
+        assert (not any("keep_best" in p for p in validate(d))) == ok, keep
+
+
+# --- samplers -------------------------------------------------------------------------------------
+
+def test_gap_sampler_starts_with_a_latin_hypercube_then_fills_the_largest_front_gap():
+    s = GapSampler(dims=1, senses=("min", "max"), seed=0, initial=3)
+    start = [s.propose([], [])[0][0] for _ in range(3)]
+    assert sorted(int(u * 3) for u in start) == [0, 1, 2]  # one point per third
+    assert s.propose([], [[0.5]]) is None  # nothing finished yet: wait
+    # Front (forget down, retain up): c=0.1 -> (0.0, 0.0); c=0.5 -> (0.2, 0.9); c=0.9 -> (0.9, 1.0)
+    finished = [([0.1], [(0.0, 0.0)]), ([0.5], [(0.2, 0.9)]), ([0.9], [(0.9, 1.0)])]
+    unit, why = s.propose(finished, [])
+    assert unit == [pytest.approx(0.3)] and "largest front gap" in why  # the 0.1-0.5 gap holds most area
+    unit, _ = s.propose(finished, [[0.3]])  # that gap is being filled: take the next one
+    assert unit == [pytest.approx(0.7)]
+
+
+def test_gap_sampler_falls_back_to_exploring_when_no_gap_is_open():
+    s = GapSampler(dims=2, senses=("min", "max"), seed=1, initial=0)
+    unit, why = s.propose([([0.5, 0.5], [(0.1, 0.9)])], [])
+    assert "farthest" in why and max(abs(np.array(unit) - 0.5)) > 0.2
+
+
+def test_optuna_sampler_proposes_in_the_unit_cube_and_replays():
+    s = OptunaSampler(dims=2, senses=("min", "max"), seed=0, initial=2)
+    units = [s.propose([], [])[0] for _ in range(4)]
+    assert all(0 <= u <= 1 for unit in units for u in unit)
+    for unit in units:
+        s.observe(unit, np.array([unit[0], unit[1]]))
+    assert len(s.study.trials) == 4 and all(t.values for t in s.study.trials)
+    again = OptunaSampler(dims=2, senses=("min", "max"), seed=0, initial=2)
+    again.replay(units[0])
+    assert again.study.trials[0].params == {"u0": units[0][0], "u1": units[0][1]}
+
+
+# --- dominance and early stop -------------------------------------------------------------------
+
+def spec_for(trial_id: str, model="m", data="d", c=0.5) -> TrialSpec:
+    spec = expand_grid("demo")[0]
+    return TrialSpec.from_dict({**spec.to_dict(), "model": {**spec.model, "name": model},
+                                "data": {**spec.data, "name": data}, "method_params": {"c": c}})
+
+
+def book_with(*points) -> tuple[FrontBook, list[str]]:
+    book, ids = FrontBook(("min", "max"), ("rouge_forget", "rouge_retain")), []
+    for i, (model, c, pts) in enumerate(points):
+        spec = spec_for(f"t{i}", model=model, c=c)
+        tid = f"{spec.trial_id}_{i}"
+        book.group[tid], book.config[tid] = (model, "d"), f"{model}-{c}"
+        for step, x, y in pts:
+            book.add(tid, step, x, y)
+        ids.append(tid)
+    return book, ids
+
+
+def test_a_trial_is_dominated_only_when_every_point_is_beaten_by_the_margin():
+    book, (good, bad, other_model, same_config) = book_with(
+        ("m", 0.5, [(10, 0.2, 0.9), (20, 0.1, 0.95)]), ("m", 0.1, [(10, 0.5, 0.5), (20, 0.4, 0.6)]),
+        ("n", 0.9, [(10, 0.9, 0.1)]), ("m", 0.1, [(10, 0.3, 0.8)]))
+    book.config[same_config] = book.config[bad]  # another seed of bad's configuration does not count
+    why = book.dominated(bad, margin=0.05)
+    assert why and "step 20 (0.400, 0.600)" in why and good in why
+    assert book.dominated(bad, margin=0.5) is None        # not by that much
+    assert book.dominated(good, margin=0.0) is None       # on the front
+    assert book.dominated(other_model, margin=0.0) is None  # another model's front is not its front
+    del book.points[good]
+    assert book.dominated(bad, margin=0.05) is None  # its own configuration's other seed never counts
+
+
+def test_the_stopper_writes_the_marker_after_min_steps(tmp_path):
+    storage = Storage(str(tmp_path))
+    book, (good, bad) = book_with(("m", 0.5, [(10, 0.1, 0.9)]), ("m", 0.1, []))
+
+    class Trial:
+        config = {"trial": bad}
+    stopper = DominatedStopper(book, storage, "run", min_steps=15, margin=0.05)
+    result = {"step": 10, "rouge_forget": 0.5, "rouge_retain": 0.5}
+    assert stopper.on_trial_result(None, Trial, result) == "CONTINUE"
+    assert not storage.exists(f"run/trials/{bad}/{STOP_MARKER}")  # too early
+    stopper.on_trial_result(None, Trial, {**result, "step": 20})
+    assert "dominated" in storage.read_bytes(f"run/trials/{bad}/{STOP_MARKER}").decode()
+
+
+# --- the searcher, driven by hand ------------------------------------------------------------------
+
+def finish(storage: Storage, config: dict, stop_at: int | None = None) -> None:
+    """Write what a trial would: evaluated steps on a known front (forget = 1 - c, retain = 1 - (1-c)^2)."""
+    spec = TrialSpec.from_dict(config["spec"])
+    c = spec.method_params["c"]
+    steps = [{"step": t, "rouge_forget": 1 - c * t / 30, "rouge_retain": 1 - ((1 - c) * t / 30) ** 2}
+             for t in (10, 20, 30) if stop_at is None or t <= stop_at]
+    summary = summary_row(spec, steps=steps[-1]["step"], status="ok", wall_s=1.0,
+                          rouge_forget=steps[-1]["rouge_forget"], rouge_retain=steps[-1]["rouge_retain"])
+    write_trial(storage, spec.run, spec.trial_id, steps, summary, finished=True)
+
+
+def test_searcher_runs_to_its_budget_then_resumes_without_running_a_trial_twice(tmp_path):
+    path = front_grid(tmp_path, seeds=[0, 1], search={"kind": "front", "budget": 8, "sampler": "gap"},
+                      unlearn={"lr": [1e-3]})
+    storage = Storage(str(tmp_path / "runs"))
+    searcher = FrontSearcher(load_search(path), storage, "fs", {"storage": storage.uri})
+    assert searcher.remaining == 8
+    ran = []
+    config = searcher.suggest("tune-1")
+    assert config["trial"] == config["spec"]["trial_id"] if "trial_id" in config["spec"] else True
+    pending = [("tune-1", config)]
+    while len(ran) < 5:  # five trials finish, then the driver "dies" with one proposed but unfinished
+        tune_id, config = pending.pop(0)
+        finish(storage, config)
+        searcher.on_trial_complete(tune_id)
+        ran.append(config["trial"])
+        nxt = searcher.suggest(f"tune-{len(ran) + 1}")
+        assert nxt not in (None, "FINISHED")
+        pending.append((f"tune-{len(ran) + 1}", nxt))
+    unfinished = pending[0][1]["trial"]
+    log = storage.read_table("fs/search/proposals.parquet").to_pylist()
+    assert all(len(r["trial_ids"]) == 2 for r in log)  # each proposal runs once per seed
+    assert log[0]["reason"].startswith("initial")
+
+    again = FrontSearcher(load_search(path), storage, "fs", {"storage": storage.uri})
+    assert again.remaining == 3
+    first = again.suggest("new-1")
+    assert first["trial"] == unfinished  # the interrupted trial first: it resumes from its checkpoint
+    seen, n = [first["trial"]], 1
+    finish(storage, first)
+    again.on_trial_complete("new-1")
+    while (config := again.suggest(f"new-{n + 1}")) not in ("FINISHED",):
+        assert config is not None
+        n += 1
+        finish(storage, config)
+        again.on_trial_complete(f"new-{n}")
+        seen.append(config["trial"])
+    assert not set(seen) & set(ran) and len(ran) + len(seen) == 8
+    assert len(storage.read_table("fs/search/proposals.parquet")) == 4
+    units = [json.loads(r["unit_json"])[0] for r in storage.read_table("fs/search/proposals.parquet").to_pylist()]
+    assert len({round(u, 3) for u in units}) == 4
