@@ -1,4 +1,5 @@
-"""Analysis of sweep outputs: load, Pareto fronts and hypervolume, success criteria, tables, plots.
+"""Analysis of sweep outputs: load, Pareto fronts and hypervolume, evaluated points and what the front
+cost (``front``), success criteria, tables, plots.
 
 Everything here is a pure function over a pandas DataFrame, except ``load`` (reads Parquet) and
 ``report`` (writes the report). Nothing imports torch or ray, so the analysis runs anywhere::

@@ -14,6 +14,7 @@ Usage::
 """
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from sweeper.results import STEP_SCHEMA, SUMMARY_SCHEMA
 BASELINE = "no_unlearn"
 #: The retrained (retain-only) reference's row, written by stage 1 when a run has one: TOFU's "Retain".
 REFERENCE = "retrained_reference"
+#: A front-search trial stopped early because all its evaluated points were dominated: a normal outcome.
+STOPPED = "stopped_dominated"
 PAPER_RESULTS = Path(__file__).parent / "data" / "paper_results.csv"
 
 
@@ -67,15 +70,18 @@ class RunData:
         return self.steps.merge(config, on="trial_dir", how="inner")
 
     def status_counts(self) -> dict[str, int]:
-        """Trials per status (ok / diverged / failed), plus ``unfinished``."""
+        """Trials per status (ok / diverged / failed / stopped_dominated), plus ``unfinished``."""
         counts = self.summaries["status"].fillna("unknown").value_counts().to_dict()
         counts = {str(k): int(v) for k, v in sorted(counts.items())}
         counts["unfinished"] = len(self.unfinished)
         return counts
 
     def problems(self) -> pd.DataFrame:
-        """One row per failed, diverged or unfinished trial: trial, status and what went wrong."""
-        bad = self.summaries[self.summaries["status"] != "ok"]
+        """One row per failed, diverged or unfinished trial: trial, status and what went wrong.
+
+        Trials stopped early as dominated (``stopped_dominated``) are not problems: see ``stopped()``.
+        """
+        bad = self.summaries[~self.summaries["status"].isin(["ok", STOPPED])]
         rows = []
         for _, r in bad.iterrows():
             if r["status"] == "diverged" and pd.notna(r.get("diverged_step")):
@@ -86,6 +92,12 @@ class RunData:
         rows += [{"trial": d, "status": "unfinished", "detail": "no _SUCCESS marker"} for d in self.unfinished]
         return pd.DataFrame(rows, columns=["trial", "status", "detail"])
 
+    def stopped(self) -> pd.DataFrame:
+        """The trials a front search stopped early as dominated: trial, steps run and ``stop_reason``."""
+        rows = self.summaries[self.summaries["status"] == STOPPED]
+        return pd.DataFrame({"trial": rows["trial_dir"], "steps": rows["steps"],
+                             "stop_reason": rows.get("stop_reason")}).reset_index(drop=True)
+
     def total_wall_s(self) -> float:
         """Seconds all finished trials (and targets) spent in their loops."""
         return float(self.summaries["wall_s"].sum(skipna=True))
@@ -93,15 +105,39 @@ class RunData:
     def device_seconds(self) -> dict[str, float]:
         """Worker-seconds held by the trials' loops: wall seconds x workers, split into GPU-seconds
         (workers with GPUs, from each trial's config) and CPU-worker-seconds."""
-        import json
         out = {"gpu": 0.0, "cpu": 0.0}
         for wall, workers, params in zip(self.summaries["wall_s"], self.summaries["workers"],
                                          self.summaries["params_json"]):
             if pd.isna(wall) or pd.isna(workers):
                 continue
-            gpus = (json.loads(params).get("model", {}) if isinstance(params, str) else {}).get("gpus_per_worker", 0)
-            out["gpu" if gpus else "cpu"] += float(wall) * float(workers) * (float(gpus) if gpus else 1.0)
+            gpus = gpus_per_worker(params)
+            out["gpu" if gpus else "cpu"] += float(wall) * float(workers) * (gpus if gpus else 1.0)
         return out
+
+
+def gpus_per_worker(params_json) -> float:
+    """GPUs per worker of a trial, from its ``params_json`` (``model.gpus_per_worker``); 0 when absent.
+
+    >>> gpus_per_worker('{"model": {"gpus_per_worker": 4}}'), gpus_per_worker(None)
+    (4.0, 0.0)
+    """
+    try:
+        model = json.loads(params_json).get("model", {}) if isinstance(params_json, str) else {}
+        return float(model.get("gpus_per_worker") or 0)
+    except (ValueError, TypeError, AttributeError):  # a malformed config must not break a report
+        return 0.0
+
+
+def devices(summaries: pd.DataFrame) -> pd.Series:
+    """Devices each trial held: workers x GPUs per worker, counting a CPU worker as one device.
+
+    Device-seconds up to a step are then ``wall_s x devices`` (``RunData.device_seconds`` splits the
+    same product into GPU- and CPU-worker-seconds). A missing worker count is taken as one worker.
+    """
+    workers = pd.to_numeric(summaries.get("workers", pd.Series(1, index=summaries.index)), errors="coerce")
+    params = summaries.get("params_json", pd.Series(None, index=summaries.index, dtype=object))
+    gpus = params.map(gpus_per_worker).astype(float)
+    return workers.fillna(1).astype(float) * gpus.where(gpus > 0, 1.0)
 
 
 def load_run(paths: str | os.PathLike | list) -> RunData:

@@ -1,16 +1,17 @@
-"""The paper's figures from a sweep: Pareto panels (Figure 1) and curves (Figures 4-7).
+"""The paper's figures from a sweep: Pareto panels (Figure 1), curves (Figures 4-7), search cost.
 
 Every function writes ``out_path`` (a .png) and the same figure as .svg beside it, and returns the
 paths written (empty when there is nothing to draw)::
 
     from analysis.load import load_run
-    from analysis import plots
+    from analysis import front, plots
     data = load_run("runs/demo")
-    plots.plot_pareto(data.summaries, "report/pareto.png", vocab_size=32000)
+    plots.plot_pareto(data.summaries, "report/pareto.png", vocab_size=32000, steps=data.steps)
     plots.plot_curves(data.curves(), "report/curves_methods.png")               # Figure 4
     plots.plot_curves(data.curves(), "report/curves_lr.png", by="lr")           # Figure 5
     plots.plot_lr_sensitivity(data.curves(), "report/lr_sensitivity.png")       # Figure 6
     plots.plot_norms_lr(data.curves(), "report/norms_lr.png")                   # Figure 7
+    plots.plot_search_cost(front.hypervolume_trace(data), "report/search_cost.png")
 
 Figures are built on ``matplotlib.figure.Figure`` (Agg canvas) without pyplot, so nothing touches
 the global backend or leaks figures in a long-running process.
@@ -26,9 +27,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis.load import BASELINE, REFERENCE
+from analysis.front import CONFIG, best_points, evaluation_points, seed_means
+from analysis.load import BASELINE, REFERENCE, RunData
 from analysis.pareto import pareto_front
-from analysis.tables import mean_interval, label_trials, model_label
+from analysis.tables import label_trials, model_label
 
 MARKERS = {"ngdiff": "D", "lossnorm": "s", "npo": "^", "rlw": "v", "pcgrad": "P", "imtlg": "X",
            "gradnorm": "h", "ga": "<", "gd": ">", "gdiff": "o"}
@@ -42,6 +44,8 @@ PANELS = [
     ("rouge_forget", "rouge_retain", "ROUGE-L forget (lower: forgotten)",
      "ROUGE-L retain (higher: retained)", "ROUGE", True, False),
 ]
+#: At most about this many c labels on one GDiff line (a front search proposes many continuous c).
+MAX_C_LABELS = 12
 CURVES = [("rouge_forget", "ROUGE-L forget"), ("loss_forget", r"$L_F$ forget loss"),
           ("rouge_retain", "ROUGE-L retain"), ("loss_retain", r"$L_R$ retain loss")]
 
@@ -78,87 +82,101 @@ def _method_key(method) -> str:
 # ---------------------------------------------------------------- Figure 1
 
 
-def plot_pareto(df: pd.DataFrame, out_path, vocab_size: int | None = None) -> list[Path]:
+def plot_pareto(df: pd.DataFrame, out_path, vocab_size: int | None = None,
+                steps: pd.DataFrame | None = None) -> list[Path]:
     """Figure 1: per model, L_F vs L_R (left) and ROUGE forget vs retain (right).
 
-    GDiff's c-sweep is a dashed line sorted by c and annotated with c (one line for static lr, one
-    for AutoLR); other methods are markers, filled for static lr and hollow for AutoLR; No-unlearn
-    is a star; the grey line is the random-guess loss ln|V| when ``vocab_size`` is given; the thin
-    black line joins the Pareto front of the panel.
+    GDiff's c-sweep is a dashed line through the final points sorted by c and annotated with c (one
+    line for static lr, one for AutoLR); other methods are markers, filled for static lr and hollow
+    for AutoLR; No-unlearn is a star; the grey line is the random-guess loss ln|V| when
+    ``vocab_size`` is given; the thin black line joins the Pareto front of the panel. Seeds of one
+    configuration are drawn as their mean with 95% error bars.
+
+    With ``steps`` (``RunData.steps``) the ROUGE panel also shows each configuration's earlier
+    evaluations that none of its own evaluations dominates, as small markers of the method's colour,
+    and the front runs over them too. The loss panel is final-only (losses are evaluated at the end)::
+
+        plot_pareto(data.summaries, "report/pareto.png", vocab_size, steps=data.steps)
     """
     df = label_trials(df[df["status"] != "failed"] if "status" in df else df)
     models = sorted(df["model"].dropna().unique()) if "model" in df and len(df) else [None]
+    run = RunData(df, steps if steps is not None else pd.DataFrame())
+    points = [_panel_points(run, panel) for panel in PANELS]
     fig = Figure(figsize=(11, 4.3 * len(models)))
     axes = fig.subplots(len(models), 2, squeeze=False)
     for row, model in zip(axes, models):
-        sub = df if model is None else df[df["model"] == model]
-        for ax, panel in zip(row, PANELS):
-            _pareto_panel(ax, sub, panel, vocab_size)
+        for ax, panel, pts in zip(row, PANELS, points):
+            _pareto_panel(ax, pts if model is None else pts[pts["model"] == model], panel, vocab_size)
             ax.set_title(f"{model_label(model)}: {panel[4]}" if model is not None else panel[4])
-    fig.legend(handles=_pareto_legend(df, vocab_size), loc="center left", bbox_to_anchor=(1.0, 0.5),
+    earlier = any((~p["final"].astype(bool)).any() for p in points if len(p))
+    fig.legend(handles=_pareto_legend(df, vocab_size, earlier), loc="center left", bbox_to_anchor=(1.0, 0.5),
                frameon=False, fontsize=8)
     fig.tight_layout()
     return _save(fig, out_path)
 
 
-CELL = ["model", "method", "c", "forget_loss", "lr_mode", "lr"]
+def _panel_points(run: RunData, panel) -> pd.DataFrame:
+    """A panel's points: every configuration's final point (seed means) plus its earlier evaluations
+    that none of its own evaluations dominates (only the ROUGE panel has evaluations before the end)."""
+    x, y, _, _, _, min_x, min_y = panel
+    means = seed_means(evaluation_points(run, x, y), x, y)
+    if means.empty:
+        return means
+    senses = ("min" if min_x else "max", "min" if min_y else "max")
+    best = best_points(means, x, y, senses, by=CONFIG)
+    return pd.concat([means[means["final"]], best[~best["final"]]])
 
 
-def _seed_means(pts: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """One point per cell (all but the seed): the mean over seeds, with 95% half-widths in
-    ``<x>_err`` / ``<y>_err`` (NaN for a single seed)."""
-    if pts.empty:
-        return pts
-    keys = [k for k in CELL if k in pts]
-    rows = []
-    for _, g in pts.groupby([pts[k].astype(str) for k in keys], sort=False, dropna=False):
-        row = g.iloc[0].copy()
-        for col in (x, y):
-            row[col], row[f"{col}_err"], _ = mean_interval(g[col])
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _pareto_panel(ax, df: pd.DataFrame, panel, vocab_size) -> None:
+def _pareto_panel(ax, pts: pd.DataFrame, panel, vocab_size) -> None:
     x, y, xlabel, ylabel, _, min_x, min_y = panel
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    pts = _seed_means(_finite(df, x, y), x, y)
     if pts.empty:
         ax.text(0.5, 0.5, "no finished trial with these metrics", ha="center", va="center",
                 transform=ax.transAxes, color="grey")
         return
     front = pts[pareto_front(pts, x, y, minimize_x=min_x, minimize_y=min_y)].sort_values(x)
     ax.plot(front[x], front[y], color="black", lw=0.7, alpha=0.5, zorder=1)
-    gdiff = pts[pts["method"] == "gdiff"]
+    final, earlier = pts[pts["final"]], pts[~pts["final"]]
+    gdiff = final[final["method"] == "gdiff"]
     for (mode, lr), g in gdiff.groupby([gdiff["lr_mode"].fillna("static"), gdiff["lr"].fillna(0)]):
         g = g.sort_values("c")
         auto = mode == "autolr"
         ax.plot(g[x], g[y], ls="-." if auto else "--", color="tab:blue", lw=1.1, alpha=0.8, zorder=2)
         ax.scatter(g[x], g[y], marker="o", s=28, zorder=3, edgecolors="tab:blue",
                    facecolors="none" if auto else "tab:blue")
-        for _, r in g.iterrows():
-            if pd.notna(r["c"]):
-                ax.annotate(f"{r['c']:g}", (r[x], r[y]), xytext=(3, 3), textcoords="offset points",
-                            fontsize=7, color="tab:blue")
-    others = pts[~pts["method"].isin(["gdiff", BASELINE, REFERENCE])]
+        _annotate_c(ax, g, x, y)
+    others = final[~final["method"].isin(["gdiff", BASELINE, REFERENCE])]
     for (method, mode), g in others.groupby(["method", others["lr_mode"].fillna("static")]):
         color = COLORS.get(method, "black")
         ax.scatter(g[x], g[y], marker=MARKERS.get(method, "p"), s=40, zorder=4, edgecolors=color,
                    facecolors="none" if mode == "autolr" else color, linewidths=1.2)
-    base = pts[pts["method"] == BASELINE]
+    for method, g in earlier.groupby("method"):  # a trial's better moments before its end
+        ax.scatter(g[x], g[y], marker=MARKERS.get(method, "p"), s=10, zorder=3, color=COLORS.get(method, "black"),
+                   alpha=0.6, linewidths=0)
+    base = final[final["method"] == BASELINE]
     ax.scatter(base[x], base[y], marker="*", s=160, color="gold", edgecolors="black", zorder=5)
-    ref = pts[pts["method"] == REFERENCE]  # the retrained model: where an ideal unlearner would land
+    ref = final[final["method"] == REFERENCE]  # the retrained model: where an ideal unlearner would land
     ax.scatter(ref[x], ref[y], marker="*", s=160, color="silver", edgecolors="black", zorder=5)
     seeded = pts[pts[f"{x}_err"].notna() | pts[f"{y}_err"].notna()]
-    if len(seeded):  # cells with several seeds: 95% intervals as error bars
+    if len(seeded):  # configurations with several seeds: 95% intervals as error bars
         ax.errorbar(seeded[x], seeded[y], xerr=seeded[f"{x}_err"].fillna(0), yerr=seeded[f"{y}_err"].fillna(0),
                     fmt="none", ecolor="grey", elinewidth=0.8, capsize=2, zorder=2)
     if vocab_size and x == "final_loss_forget":
         ax.axvline(math.log(vocab_size), color="grey", ls="--", lw=1)
 
 
-def _pareto_legend(df: pd.DataFrame, vocab_size) -> list:
+def _annotate_c(ax, g: pd.DataFrame, x: str, y: str) -> None:
+    """Label a GDiff line's points (sorted by c) with c to 2 significant digits; on a long line only
+    about ``MAX_C_LABELS`` evenly spread ones, so that the labels stay legible."""
+    every = max(1, math.ceil(len(g) / MAX_C_LABELS))
+    for _, r in g.iloc[::every].iterrows():
+        if pd.notna(r["c"]):
+            ax.annotate(f"{r['c']:.2g}", (r[x], r[y]), xytext=(3, 3), textcoords="offset points",
+                        fontsize=7, color="tab:blue")
+
+
+def _pareto_legend(df: pd.DataFrame, vocab_size, earlier: bool = False) -> list:
     handles = [Line2D([], [], marker="*", ls="", ms=12, color="gold", mec="black", label="No-unlearn")]
     methods = df["method"].dropna().unique() if "method" in df else []
     if "gdiff" in methods:
@@ -173,9 +191,47 @@ def _pareto_legend(df: pd.DataFrame, vocab_size) -> list:
     handles += [Line2D([], [], marker="o", ls="", color="black", label="filled: static lr"),
                 Line2D([], [], marker="o", ls="", mfc="none", color="black", label="hollow: AutoLR"),
                 Line2D([], [], color="black", lw=0.7, alpha=0.5, label="Pareto front")]
+    if earlier:
+        handles.append(Line2D([], [], marker="o", ls="", ms=4, color="grey", alpha=0.6,
+                              label="small: an earlier evaluation on the trial's own front"))
     if vocab_size:
         handles.append(Line2D([], [], color="grey", ls="--", label=f"random guess ln|V| = {math.log(vocab_size):.2f}"))
     return handles
+
+
+# ---------------------------------------------------------------- search cost
+
+
+def plot_search_cost(trace: pd.DataFrame, out_path) -> list[Path]:
+    """Hypervolume against trials finished (left) and device-seconds spent (right): one line per
+    (model, search kind), colour by model, line style by search kind; how fast each search finds
+    the front. ``trace`` is ``front.hypervolume_trace(data)``::
+
+        plot_search_cost(front.hypervolume_trace(data), "report/search_cost.png")
+    """
+    if trace.empty:
+        return []
+    several = "dataset" in trace and trace["dataset"].nunique() > 1
+    keys = ["model", "dataset", "search"] if several else ["model", "search"]
+    models = list(dict.fromkeys(trace["model"].astype(str)))
+    kinds = list(dict.fromkeys(sorted(trace["search"].astype(str), key=lambda k: (k != "grid", k))))
+    styles = ["--", "-", ":", "-."]
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    for key, g in trace.groupby(keys, sort=True, dropna=False):
+        model, kind = str(key[0]), str(key[-1])
+        label = " · ".join([model_label(model), *map(str, key[1:])])
+        for ax, col in zip(axes, ("trials", "device_s")):
+            # The front only changes when a trial finishes, so the hypervolume is a step function.
+            ax.plot(g[col], g["hypervolume"], drawstyle="steps-post", marker="o", ms=3, lw=1.3, label=label,
+                    color=f"C{models.index(model) % 10}", ls=styles[kinds.index(kind) % len(styles)])
+    for ax, xlabel in zip(axes, ("trials finished", "device-seconds (wall s × workers × GPUs per worker)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("hypervolume")
+        ax.set_title(f"hypervolume vs {xlabel.split(' (')[0]}")
+    axes[0].legend(fontsize=8, frameon=False, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, out_path)
 
 
 # ---------------------------------------------------------------- Figures 4-7

@@ -7,7 +7,9 @@ Writes into DIR (default ``<first run>/report``): ``index.html``, ``pareto.png``
 ``published.md`` when a No-unlearn target is a released checkpoint with published values
 (``analysis.published``) and, when the run has curves, ``curves_methods``, ``curves_lr``,
 ``lr_sensitivity``, ``norms_lr`` (.png and .svg; with a ``_<model>`` suffix when the run holds several
-models).
+models) and, when the run holds a front search (a ``search`` other than grid, or ``finished_at`` times),
+``search_cost.png``/``.svg``, ``search_cost.csv`` (per model and search kind: trials, device-seconds,
+final hypervolume) and ``search_cost_trace.csv`` (the hypervolume after each trial).
 """
 from __future__ import annotations
 
@@ -22,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import plots
+from analysis import front, plots
 from analysis.load import BASELINE, REFERENCE, RunData, load_run
-from analysis.pareto import LOSS_SENSES, ROUGE_REF, ROUGE_SENSES, hypervolume_by_method, pareto_front
+from analysis.pareto import LOSS_AXES, LOSS_SENSES, ROUGE_AXES, ROUGE_REF, ROUGE_SENSES, hypervolume_by_method
 from analysis.published import published_table
-from analysis.tables import (METHOD_NAMES, autolr_table, label_trials, model_label, paper_table, render,
+from analysis.tables import (METHOD_NAMES, autolr_table, model_label, paper_table, render,
                              summary_markdown, summary_table)
 
 FORMATS = (("markdown", "md"), ("html", "html"), ("latex", "tex"))
@@ -74,7 +76,7 @@ def write_report(runs: list[str], out=None, vocab_size: int | None = None) -> Pa
     vocab_size = vocab_size or find_vocab_size(data.summaries)
     df = data.summaries
 
-    figures = {"pareto": plots.plot_pareto(df, out / "pareto.png", vocab_size)}
+    figures = {"pareto": plots.plot_pareto(df, out / "pareto.png", vocab_size, steps=data.steps)}
     curves = _write_curves(data, out)
     (out / "summary.md").write_text(summary_markdown(df), encoding="utf-8")
     tables = {}
@@ -83,15 +85,16 @@ def write_report(runs: list[str], out=None, vocab_size: int | None = None) -> Pa
             text = fn(df, fmt=fmt)
             (out / f"{name}.{ext}").write_text(text, encoding="utf-8")
             tables[(name, fmt)] = text
-    hv = hypervolumes(df, vocab_size)
+    hv = hypervolumes(data, vocab_size)
     hv.to_csv(out / "hypervolume.csv", index=False)
+    search = _write_search_cost(data, out, figures)
     published = published_table(df)
     if published:
         (out / "published.md").write_text(published, encoding="utf-8")
         tables[("published", "html")] = published_table(df, "html")
 
     index = out / "index.html"
-    index.write_text(_index_html(data, runs, figures, curves, tables, hv, vocab_size), encoding="utf-8")
+    index.write_text(_index_html(data, runs, figures, curves, tables, hv, search, vocab_size), encoding="utf-8")
     return index
 
 
@@ -124,45 +127,98 @@ def _write_curves(data: RunData, out: Path) -> list[tuple[str, str, list[Path]]]
     return entries
 
 
-def hypervolumes(df: pd.DataFrame, vocab_size: int | None) -> pd.DataFrame:
+def hypervolumes(data: RunData | pd.DataFrame, vocab_size: int | None) -> pd.DataFrame:
     """Hypervolume per (model, method, lr mode) for both panels, each against a stated reference point.
 
-    ROUGE: reference (forget 1, retain 0), the worst corner. Losses: reference (L_F of No-unlearn,
-    ln|V| or else the largest L_R seen): a method scores only by raising L_F above the target's.
+    ROUGE: every configuration's best evaluated points (seed means; from the steps, so a trial that
+    was better before its end counts with that moment), against the worst corner (forget 1,
+    retain 0). Losses: final points, against (L_F of No-unlearn, ln|V| or else the largest L_R seen):
+    a method scores only by raising L_F above the target's. Every trial but failed ones counts, as on
+    Figure 1 (a diverged trial's evaluations before it diverged are models the run produced; a trial
+    stopped early as dominated is a normal one); ``data`` may be bare summaries (final points only)::
+
+        hypervolumes(load_run("runs/demo"), vocab_size=50257)
     """
-    ok = df[(df["status"] == "ok") & ~df["method"].isin([BASELINE, REFERENCE])] if len(df) else df
+    data = data if isinstance(data, RunData) else RunData(data, pd.DataFrame())
+    df = data.summaries
+    usable = df[(df["status"] != "failed") & ~df["method"].isin([BASELINE, REFERENCE])] if len(df) else df
+    rouge = _best_means(RunData(usable, data.steps), *ROUGE_AXES, ROUGE_SENSES)
     frames = []
-    for model, g in ok.groupby("model", dropna=False):
+    for model, g in usable.groupby("model", dropna=False):
         base = df[(df["method"] == BASELINE) & (df["model"] == model)]
         lf0 = base["final_loss_forget"].mean()
         lf0 = lf0 if np.isfinite(lf0) else g["final_loss_forget"].min()
         lr_max = math.log(vocab_size) if vocab_size else g["final_loss_retain"].max()
-        for panel, x, y, ref, senses in (
-            ("ROUGE", "rouge_forget", "rouge_retain", ROUGE_REF, ROUGE_SENSES),
-            ("loss", "final_loss_forget", "final_loss_retain", (lf0, lr_max), LOSS_SENSES),
+        for panel, points, (x, y), ref, senses in (
+            ("ROUGE", rouge[rouge["model"] == model] if len(rouge) else rouge, ROUGE_AXES, ROUGE_REF, ROUGE_SENSES),
+            ("loss", g, LOSS_AXES, (lf0, lr_max), LOSS_SENSES),
         ):
-            if not np.all(np.isfinite(np.asarray(ref, float))):
+            if points.empty or not np.all(np.isfinite(np.asarray(ref, float))):
                 continue
-            hv = hypervolume_by_method(g.assign(method=g["method"].map(lambda m: METHOD_NAMES.get(m, m))),
+            hv = hypervolume_by_method(points.assign(method=points["method"].map(lambda m: METHOD_NAMES.get(m, m))),
                                        x, y, ref, senses, group=("model", "method", "lr_mode"))
             frames.append(hv.assign(panel=panel, reference=f"({ref[0]:.3g}, {ref[1]:.3g})"))
     cols = ["panel", "model", "method", "lr_mode", "hypervolume", "points", "front", "reference"]
     return pd.concat(frames)[cols] if frames else pd.DataFrame(columns=cols)
 
 
-def _front_rows(df: pd.DataFrame) -> list[list]:
-    """The Pareto-optimal points of each model and panel, as table rows."""
+def _best_means(data: RunData, x: str, y: str, senses) -> pd.DataFrame:
+    """Each configuration's non-dominated evaluated points, as seed means."""
+    means = front.seed_means(front.evaluation_points(data, x, y), x, y)
+    return front.best_points(means, x, y, senses, by=front.CONFIG)
+
+
+def has_search(df: pd.DataFrame) -> bool:
+    """Whether the run holds a search worth costing: a ``search`` other than grid, or finish times."""
+    kinds = df["search"].dropna() if "search" in df else pd.Series(dtype=object)
+    timed = "finished_at" in df and df["finished_at"].notna().any()
+    return bool((kinds != front.GRID).any() or timed)
+
+
+def search_cost_table(trace: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset, search kind): ``trials``, ``device_s`` and the ``hypervolume`` reached
+    after all of them (the last row of ``trace``), and ``front_points``: how many points of the
+    model's front (``front.front_costs``) that search's trials reached::
+
+        search_cost_table(front.hypervolume_trace(data), front.front_costs(data))
+    """
+    keys = ["model", "dataset", "search"]
+    last = trace.groupby(keys, dropna=False, sort=True).tail(1)[[*keys, "trials", "device_s", "hypervolume"]]
+    found = costs.groupby(keys, dropna=False).size().rename("front_points").reset_index()
+    out = last.merge(found, on=keys, how="left")
+    return out.assign(front_points=out["front_points"].fillna(0).astype(int)).reset_index(drop=True)
+
+
+def _write_search_cost(data: RunData, out: Path, figures: dict) -> pd.DataFrame | None:
+    """The search-cost figure and CSVs when the run holds a search (else None): the table per model
+    and search kind, also added to ``figures`` as ``search_cost``."""
+    if not has_search(data.summaries):
+        return None
+    trace = front.hypervolume_trace(data, *ROUGE_AXES, ROUGE_REF, ROUGE_SENSES)
+    table = search_cost_table(trace, front.front_costs(data, *ROUGE_AXES, ROUGE_SENSES))
+    trace.to_csv(out / "search_cost_trace.csv", index=False)
+    table.to_csv(out / "search_cost.csv", index=False)
+    figures["search_cost"] = plots.plot_search_cost(trace, out / "search_cost.png")
+    return table
+
+
+def _front_rows(data: RunData, with_search: bool) -> list[list]:
+    """The Pareto-optimal points of each model and panel, as on Figure 1 (seed means; ROUGE over every
+    evaluated step), as table rows."""
     rows = []
-    usable = label_trials(df[df["status"] == "ok"]) if len(df) else df
-    for model, g in usable.groupby("model", dropna=False):
-        for x, y, _, _, panel, min_x, min_y in plots.PANELS:
-            pts = plots._finite(g, x, y)
-            if pts.empty:
-                continue
-            front = pts[pareto_front(pts, x, y, minimize_x=min_x, minimize_y=min_y)].sort_values(x)
-            rows += [[model_label(model), panel, r["column"], f"{r[x]:.3f}", f"{r[y]:.3f}", r["trial_id"]]
-                     for _, r in front.iterrows()]
-    return rows
+    for x, y, _, _, panel, min_x, min_y in plots.PANELS:
+        costs = front.front_costs(data, x, y, ("min" if min_x else "max", "min" if min_y else "max"))
+        for _, r in costs.iterrows():
+            more = f" (+{int(r['seeds']) - 1} seeds)" if r["seeds"] > 1 else ""
+            step = "–" if pd.isna(r["step"]) else str(int(r["step"]))
+            cost = "–" if pd.isna(r["device_s"]) else f"{r['device_s']:.1f}"
+            rows.append([model_label(r["model"]), panel, r["column"], _pm(r[x], r[f"{x}_err"]), _pm(r[y], r[f"{y}_err"]),
+                         step, cost, *([r["search"]] if with_search else []), r["trial_id"] + more])
+    return sorted(rows, key=lambda row: (row[0], row[1] != "loss"))
+
+
+def _pm(value: float, half: float) -> str:
+    return f"{value:.3f} ± {half:.3f}" if np.isfinite(half) else f"{value:.3f}"
 
 
 def _img(paths: list[Path], alt: str) -> str:
@@ -172,7 +228,8 @@ def _img(paths: list[Path], alt: str) -> str:
     return f'<p><img src="{html.escape(png.name)}" alt="{html.escape(alt)}">{link}</p>'
 
 
-def _index_html(data: RunData, runs, figures, curves, tables, hv: pd.DataFrame, vocab_size) -> str:
+def _index_html(data: RunData, runs, figures, curves, tables, hv: pd.DataFrame, search: pd.DataFrame | None,
+                vocab_size) -> str:
     df = data.summaries
     counts = data.status_counts()
     n_trials, n_targets = len(data.trials), len(data.baselines)
@@ -195,23 +252,33 @@ def _index_html(data: RunData, runs, figures, curves, tables, hv: pd.DataFrame, 
         parts += ["<h3 class='bad'>Failed, diverged and unfinished trials</h3>",
                   render(["trial", "status", "detail"], problems.astype(str).values.tolist(), "", "html")]
     else:
-        parts.append("<p>Every trial finished with status ok.</p>")
+        parts.append("<p>Every trial finished with status ok"
+                     + (" or was stopped early as dominated.</p>" if len(data.stopped()) else ".</p>"))
+    parts += _stopped_note(data.stopped())
 
     parts += ["<h2>Pareto fronts (Figure 1)</h2>", _img(figures["pareto"], "Pareto fronts")]
     if vocab_size:
         parts.append(f"<p class='note'>Random-guess loss ln|V| = ln {vocab_size} = {math.log(vocab_size):.3f}.</p>")
-    front = _front_rows(df)
-    if front:
+    front_rows = _front_rows(data, search is not None)
+    if front_rows:
         parts += ["<h3>Pareto-optimal trials</h3>",
-                  render(["model", "panel", "method", "x", "y", "trial"], front,
+                  render(["model", "panel", "method", "x", "y", "step", "device-s",
+                          *(["search"] if search is not None else []), "trial"], front_rows,
                          "loss panel: x = L_F (higher better), y = L_R (lower better); ROUGE panel: "
-                         "x = forget ROUGE (lower better), y = retain ROUGE (higher better).", "html")]
+                         "x = forget ROUGE (lower better), y = retain ROUGE (higher better), over every "
+                         "evaluated step. step: the evaluated step; device-s: what the trial had spent up "
+                         "to it (wall s × workers × GPUs per worker; mean over seeds). No-unlearn is left out.",
+                         "html")]
     if len(hv):
         parts += ["<h3>Hypervolume per method</h3>",
                   render(list(hv.columns), [[_cell(v) for v in r] for r in hv.assign(
                       model=hv["model"].map(model_label)).itertuples(index=False)],
                          "Area each method's points dominate against the reference point shown (ROUGE: the "
-                         "worst corner (1, 0); loss: (L_F of No-unlearn, ln|V| or the largest L_R)).", "html")]
+                         "worst corner (1, 0), over each configuration's best evaluated points, seed means; "
+                         "loss: final points against (L_F of No-unlearn, ln|V| or the largest L_R)).", "html")]
+
+    if search is not None:
+        parts += _search_section(search, figures.get("search_cost", []))
 
     parts += ["<h2>Tables</h2>", "<h3>Paper layout (Tables 1-2)</h3>", tables[("paper_table", "html")],
               _links("paper_table"), "<h3>Without → with AutoLR (Table 3)</h3>", tables[("autolr_table", "html")],
@@ -227,6 +294,35 @@ def _index_html(data: RunData, runs, figures, curves, tables, hv: pd.DataFrame, 
         parts.append(_img(paths, title) if paths else f"<p class='note'>Not drawn: {esc(why)}.</p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _stopped_note(stopped: pd.DataFrame) -> list[str]:
+    """A short, collapsed note on the trials a front search stopped early (not a problem)."""
+    if stopped.empty:
+        return []
+    rows = [[t, "–" if pd.isna(n) else str(int(n)), "" if pd.isna(why) else str(why)]
+            for t, n, why in stopped.itertuples(index=False)]
+    return [f"<details class='note'><summary>{len(stopped)} trial(s) stopped early as dominated (by the front "
+            "search's scheduler; a normal outcome)</summary>",
+            render(["trial", "steps run", "stop reason"], rows, "", "html"), "</details>"]
+
+
+def _search_section(table: pd.DataFrame, paths: list[Path]) -> list[str]:
+    """The "Search cost" section: hypervolume against trials and device-seconds, and the table."""
+    several = table["dataset"].nunique(dropna=False) > 1
+    header = ["model", *(["dataset"] if several else []), "search", "trials", "device-s", "hypervolume",
+              "front points"]
+    rows = [[model_label(r.model), *([str(r.dataset)] if several else []), r.search, str(r.trials),
+             f"{r.device_s:.1f}", f"{r.hypervolume:.4f}", str(r.front_points)] for r in table.itertuples()]
+    parts = ["<h2>Search cost</h2>"]
+    parts.append(_img(paths, "Hypervolume against trials and device-seconds") if paths else
+                 "<p class='note'>Not drawn: no unlearning trial.</p>")
+    parts += [render(header, rows, "Per model and search kind: trials run, their device-seconds (wall s × workers "
+                     "× GPUs per worker), the ROUGE hypervolume of all their evaluated points at the end (reference "
+                     "(1, 0); seed means), and how many points of the model's Pareto front they reached.", "html"),
+              "<p><a href='search_cost.csv'>search_cost.csv</a> · "
+              "<a href='search_cost_trace.csv'>search_cost_trace.csv</a> (the hypervolume after each trial)</p>"]
+    return parts
 
 
 def _cell(v) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import math
 from dataclasses import dataclass, field
@@ -96,6 +97,9 @@ def search_settings(doc: dict) -> tuple[dict, list[str]]:
         problems.append(f"{f}: search: kind = {s['kind']!r} is not allowed; allowed: {', '.join(KINDS)}")
     if s["sampler"] not in SAMPLERS:
         problems.append(f"{f}: search: sampler = {s['sampler']!r} is not allowed; allowed: {', '.join(SAMPLERS)}")
+    elif s["sampler"] == "optuna" and s["kind"] == "front" and importlib.util.find_spec("optuna") is None:
+        problems.append(f"{f}: search: sampler optuna needs the optuna package, which is not installed: "
+                        f"pip install 'unlearning-sweeper[search]' (or use sampler: gap)")
     for key in ("budget", "initial"):
         if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 1:
             problems.append(f"{f}: search: {key} = {s[key]!r} must be a positive integer")

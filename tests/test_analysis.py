@@ -187,7 +187,9 @@ def _summary(tid: str, **kw) -> dict:
     return row
 
 
-def _steps(tid: str, n: int, lr: float, auto: bool, lf: float, lr_end: float) -> list[dict]:
+def _steps(tid: str, n: int, lr: float, auto: bool, lf: float, lr_end: float, rouge=(0.0, 0.8)) -> list[dict]:
+    """Step rows; ROUGE is evaluated every 5 steps on a line from (1, 1) that ends at ``rouge``, the
+    summary's final point (the sweeper's contract: the last evaluation is the summary's)."""
     rows = []
     for s in range(1, n + 1):
         ev = s % 5 == 0
@@ -195,7 +197,8 @@ def _steps(tid: str, n: int, lr: float, auto: bool, lf: float, lr_end: float) ->
                          loss_forget=0.1 + lf * s / n, forget_objective=lf * s / n, norm_retain=1.0 / s,
                          norm_forget=2.0 / s, dot=0.1, w_retain=1.0, w_forget=0.5, c_t=0.66,
                          lr=lr * (1 + s / n if auto else 1), autolr_status="accepted" if auto and s % 3 == 0 else None,
-                         rouge_forget=1 - s / n if ev else None, rouge_retain=1 - 0.2 * s / n if ev else None,
+                         rouge_forget=1 - (1 - rouge[0]) * s / n if ev else None,
+                         rouge_retain=1 - (1 - rouge[1]) * s / n if ev else None,
                          wall_s=0.1 * s))
     return rows
 
@@ -213,7 +216,7 @@ def run_dir(tmp_path: Path) -> Path:
         _write(trials / tid / "summary.parquet", [_summary(
             tid, method=method, c=c, lr_mode=mode, lr=lr, final_lr=lr * (2 if mode == "autolr" else 1), steps=10,
             final_loss_forget=lf, final_loss_retain=lrr, rouge_forget=rf, rouge_retain=rr)], SUMMARY_SCHEMA)
-        _write(trials / tid / "steps.parquet", _steps(tid, 10, lr, mode == "autolr", lf, lrr), STEP_SCHEMA)
+        _write(trials / tid / "steps.parquet", _steps(tid, 10, lr, mode == "autolr", lf, lrr, (rf, rr)), STEP_SCHEMA)
         (trials / tid / "_SUCCESS").touch()
     tid = "npo-static-failed"
     _write(trials / tid / "summary.parquet", [_summary(tid, method="npo", forget_loss="npo", lr_mode="static",
@@ -316,13 +319,12 @@ def test_plots_take_raw_steps_with_summaries_and_several_models(run_dir: Path, t
 
 
 def test_seeds_become_one_point_with_a_95_percent_interval():
-    """Cells with several seeds are drawn as their mean with t-interval error bars."""
-    import pandas as pd
-
-    from analysis.plots import _seed_means
+    """Cells with several seeds are drawn as their mean with t-interval error bars (``front.seed_means``,
+    moved from ``plots._seed_means``; tests/test_front_analysis.py covers it over steps)."""
+    from analysis.front import seed_means
     rows = [dict(model="m", method="ngdiff", c=None, forget_loss="nll", lr_mode="static", lr=1e-3, seed=s,
                  final_loss_forget=f, final_loss_retain=1.0) for s, f in enumerate([1.0, 2.0, 3.0])]
-    out = _seed_means(pd.DataFrame(rows), "final_loss_forget", "final_loss_retain")
+    out = seed_means(pd.DataFrame(rows), "final_loss_forget", "final_loss_retain")
     assert len(out) == 1 and out["final_loss_forget"].iloc[0] == 2.0
     assert abs(out["final_loss_forget_err"].iloc[0] - 4.302652729911275 * 1.0 / 3 ** 0.5) < 1e-9
     assert out["final_loss_retain_err"].iloc[0] == 0.0

@@ -27,3 +27,9 @@ def test_readme_method_example_runs_from_a_grid(tmp_path, monkeypatch):
     assert [s.method for s in specs] == ["sqrt_ngdiff"]
     w = make_rule("sqrt_ngdiff").weights(StepScalars(1, 1.0, 2.0, sq_norm_retain=16.0, sq_norm_forget=81.0, dot=0.0))
     assert abs(w.w_retain - 0.5) < 1e-9 and abs(w.w_forget - 1 / 3) < 1e-9
+
+
+def test_readme_output_schema_is_the_code_schema():
+    """The README's tables of steps/summary/samples/proposals columns are ``python -m sweeper.results``."""
+    from sweeper.results import markdown_table
+    assert markdown_table().strip() in README.read_text()
