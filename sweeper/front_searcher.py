@@ -230,6 +230,13 @@ class FrontSearcher(Searcher):
 
     # ------------------------------------------------------------------ resume
 
+    def _retry(self, trial_id: str) -> bool:
+        """With --retry-failed, a trial recorded as failed is handed to Tune again (run_trial re-runs it)."""
+        if not self.base.get("retry_failed"):
+            return False
+        summary = self.storage.read_table(f"{self.run}/trials/{trial_id}/summary.parquet")
+        return summary.column("status")[0].as_py() == "failed"
+
     def _write_log(self) -> None:
         from sweeper.results import PROPOSAL_SCHEMA, to_table
         rows = [{"run": self.run, "study": r["study"], "proposal": r["index"], "sampler": self.search.settings["sampler"],
@@ -254,7 +261,7 @@ class FrontSearcher(Searcher):
             for seed, trial_id in zip(study.seeds, rec["trials"]):
                 spec = study.spec(rec["values"], seed)
                 self.book.register(spec)
-                if self.storage.exists(f"{self.run}/trials/{trial_id}/_SUCCESS"):
+                if self.storage.exists(f"{self.run}/trials/{trial_id}/_SUCCESS") and not self._retry(trial_id):
                     self._finished(trial_id)
                 else:
                     self.queue.append(spec)

@@ -245,3 +245,15 @@ def test_searcher_runs_to_its_budget_then_resumes_without_running_a_trial_twice(
     assert len(storage.read_table("fs/search/proposals.parquet")) == 4
     units = [json.loads(r["unit_json"])[0] for r in storage.read_table("fs/search/proposals.parquet").to_pylist()]
     assert len({round(u, 3) for u in units}) == 4
+
+
+def test_retry_failed_hands_a_failed_search_trial_to_tune_again(tmp_path):
+    path = front_grid(tmp_path, search={"kind": "front", "budget": 4}, unlearn={"lr": [1e-3]})
+    storage = Storage(str(tmp_path / "runs"))
+    config = FrontSearcher(load_search(path), storage, "fs", {"storage": storage.uri}).suggest("t1")
+    spec = TrialSpec.from_dict(config["spec"])
+    write_trial(storage, "fs", spec.trial_id, [], summary_row(spec, steps=0, status="failed", error="boom"), True)
+    plain = FrontSearcher(load_search(path), storage, "fs", {"storage": storage.uri})
+    assert plain.status == {spec.trial_id: "failed"} and plain.suggest("t2")["trial"] != spec.trial_id
+    retry = FrontSearcher(load_search(path), storage, "fs", {"storage": storage.uri, "retry_failed": True})
+    assert retry.suggest("t3")["trial"] == spec.trial_id
