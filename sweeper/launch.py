@@ -21,7 +21,7 @@ from collections import Counter
 from sweeper.grid import GridError, TrialSpec, expand_grid, load_grid, resolve_grid_path
 from sweeper.plan import (RUNNERS, capacity_problems, concurrency, device_time_estimate, print_plan,  # noqa: F401
                           print_search_plan, runner_for, runner_problems, trial_shape)
-from sweeper.search import FrontSearch, load_search, search_settings
+from sweeper.search import SENSES, FrontSearch, load_search, search_settings
 from sweeper.storage import Storage
 
 #: A custom resource held by each Tune trial's own process, so that it takes no CPU from its workers
@@ -150,10 +150,11 @@ def trial_process_resources(specs: list[TrialSpec], runner: str, has_slot: bool)
 
 def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, trial_resources,
                retry_failed: bool = False, runner: str = "auto", verbose: bool = False, callbacks=(),
-               search: FrontSearch | None = None, early_stop: dict | None = None):
+               search: FrontSearch | None = None, early_stop: dict | None = None,
+               objectives=("rouge_forget", "rouge_retain")):
     """Run the trials under Ray Tune: every spec of a grid, or what a front search proposes (``search``;
     ``specs`` are then its planning specs). ``early_stop`` ({min_steps, margin}) adds the scheduler that
-    stops dominated trials."""
+    stops trials dominated on ``objectives``."""
     from ray import tune
 
     from sweeper.front_searcher import DominatedStopper, FrontBook, FrontSearcher, finished_points
@@ -171,7 +172,7 @@ def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, tr
         space = dict(search_alg=searcher, num_samples=max(1, searcher.remaining),
                      trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
     else:
-        book = FrontBook(["min", "max"], ["rouge_forget", "rouge_retain"]) if early_stop else None
+        book = FrontBook([SENSES[o] for o in objectives], list(objectives)) if early_stop else None
         if book:
             finished_points(book, specs, storage, run)
         total, trainable = len(specs), tune.with_parameters(run_trial, specs={s.trial_id: s.to_dict() for s in specs})
@@ -260,7 +261,8 @@ def main(argv=None) -> int:
         from sweeper.tracking import tracker_callbacks
         callbacks = tracker_callbacks(trackers, storage.url(run), run, specs={s.trial_id: s.to_dict() for s in runnable})
         run_trials(runnable, storage, run, conc, trial_resources, retry_failed=args.retry_failed, runner=args.runner,
-                   verbose=args.verbose, callbacks=callbacks, search=search, early_stop=settings["early_stop"])
+                   verbose=args.verbose, callbacks=callbacks, search=search, early_stop=settings["early_stop"],
+                   objectives=settings["objectives"])
 
     if not storage.exists(f"{run}/trials"):
         print(f"\nrun {run!r}: nothing finished in {time.time() - start:.0f} s", file=sys.stderr)
