@@ -161,6 +161,8 @@ class FrontSearcher(Searcher):
         trial_id = self.running.pop(tune_trial_id, None)
         if trial_id and self.storage.exists(f"{self.run}/trials/{trial_id}/_SUCCESS"):
             self._finished(trial_id)
+        elif trial_id:  # Tune gave up on the trial's process: no result, but the search must go on
+            self._finished(trial_id, lost=True)
 
     # ------------------------------------------------------------------ proposals
 
@@ -210,8 +212,11 @@ class FrontSearcher(Searcher):
                 by_step[step].append((x, y))
         return [tuple(np.mean(v, axis=0)) for _, v in sorted(by_step.items())]
 
-    def _finished(self, trial_id: str) -> None:
-        status, pts = trial_points(self.storage, self.run, trial_id, self.search.settings["objectives"])
+    def _finished(self, trial_id: str, lost: bool = False) -> None:
+        """Record a trial's points (none when ``lost``: a relaunch runs it again) and, once every seed of
+        its proposal is in, tell the proposal's sampler."""
+        status, pts = ("lost", []) if lost else trial_points(self.storage, self.run, trial_id,
+                                                             self.search.settings["objectives"])
         self.status[trial_id] = status
         self.book.points[trial_id] = [(s, float(x), float(y)) for s, x, y in pts]
         rec = next((r for r in self.log if trial_id in r["trials"]), None)

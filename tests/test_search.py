@@ -257,3 +257,16 @@ def test_retry_failed_hands_a_failed_search_trial_to_tune_again(tmp_path):
     assert plain.status == {spec.trial_id: "failed"} and plain.suggest("t2")["trial"] != spec.trial_id
     retry = FrontSearcher(load_search(path), storage, "fs", {"storage": storage.uri, "retry_failed": True})
     assert retry.suggest("t3")["trial"] == spec.trial_id
+
+
+def test_a_trial_tune_gave_up_on_does_not_stall_the_search(tmp_path):
+    """A trial whose process Tune gave up on leaves no _SUCCESS: the search counts it as finished without
+    points and goes on proposing (a relaunch runs it again)."""
+    path = front_grid(tmp_path, search={"kind": "front", "budget": 5, "initial": 1}, unlearn={"lr": [1e-3]})
+    storage = Storage(str(tmp_path / "runs"))
+    searcher = FrontSearcher(load_search(path), storage, "fs", {"storage": storage.uri})
+    lost = searcher.suggest("t1")["trial"]
+    assert searcher.suggest("t2") is None  # the one starting point runs: nothing to go on yet
+    searcher.on_trial_complete("t1", error=True)
+    assert searcher.status[lost] == "lost" and searcher.suggest("t3") not in (None, "FINISHED")
+    assert FrontSearcher(load_search(path), storage, "fs", {"storage": storage.uri}).suggest("t4")["trial"] == lost
