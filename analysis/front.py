@@ -127,6 +127,38 @@ def seed_means(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- cost
 
+#: Metrics bounded in [0, 1]: their worst value is the reference corner (1 when lower is better, else 0).
+BOUNDED = {"rouge_forget", "rouge_retain", "exact_forget", "exact_retain", "rouge_f1_forget", "rouge_f1_retain",
+           "prob_forget", "prob_retain", "model_utility", "forget_quality", "knowmem_forget", "knowmem_retain",
+           "verbmem_forget", "accuracy_forget", "accuracy_retain", "truth_ratio_retain"}
+
+
+def search_axes(data: RunData):
+    """(x, y, senses, reference) to cost a run's searches on: the objectives its front search declared
+    (one pair for the whole run), else Figure 1's ROUGE axes. The reference is the worst corner for
+    metrics bounded in [0, 1], else the worst value any trial reached (stated in the report)::
+
+        x, y, senses, ref = search_axes(data)
+        trace = hypervolume_trace(data, x, y, ref, senses)
+    """
+    from sweeper.search import SENSES
+    pairs = set()
+    for text in data.summaries.get("params_json", pd.Series(dtype=object)).dropna():
+        objectives = ((json.loads(text).get("search") or {}).get("objectives")) if isinstance(text, str) else None
+        if objectives:
+            pairs.add(tuple(objectives))
+    if len(pairs) != 1 or not set(next(iter(pairs))) <= set(SENSES):
+        return "rouge_forget", "rouge_retain", ROUGE_SENSES, ROUGE_REF
+    x, y = next(iter(pairs))
+    senses = (SENSES[x], SENSES[y])
+    pts = evaluation_points(data, x, y)
+    pts = pts[~pts["method"].isin(TARGETS)]
+    ref = tuple((1.0 if s == "min" else 0.0) if m in BOUNDED else
+                float(pts[m].max() if s == "min" else pts[m].min()) if len(pts) else float("nan")
+                for m, s in zip((x, y), senses))
+    return x, y, senses, ref
+
+
 
 def hypervolume_trace(data: RunData, x: str = "rouge_forget", y: str = "rouge_retain",
                       ref=ROUGE_REF, senses=ROUGE_SENSES) -> pd.DataFrame:

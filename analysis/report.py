@@ -194,12 +194,13 @@ def _write_search_cost(data: RunData, out: Path, figures: dict) -> pd.DataFrame 
     and search kind, also added to ``figures`` as ``search_cost``."""
     if not has_search(data.summaries):
         return None
-    trace = front.hypervolume_trace(data, *ROUGE_AXES, ROUGE_REF, ROUGE_SENSES)
-    table = search_cost_table(trace, front.front_costs(data, *ROUGE_AXES, ROUGE_SENSES))
+    x, y, senses, ref = front.search_axes(data)  # the search's own objectives, else ROUGE
+    trace = front.hypervolume_trace(data, x, y, ref, senses)
+    table = search_cost_table(trace, front.front_costs(data, x, y, senses))
     trace.to_csv(out / "search_cost_trace.csv", index=False)
     table.to_csv(out / "search_cost.csv", index=False)
     figures["search_cost"] = plots.plot_search_cost(trace, out / "search_cost.png")
-    return table
+    return table.assign(axes=f"{x} ({senses[0]}) × {y} ({senses[1]}), reference ({ref[0]:.3g}, {ref[1]:.3g})")
 
 
 def _front_rows(data: RunData, with_search: bool) -> list[list]:
@@ -318,8 +319,9 @@ def _search_section(table: pd.DataFrame, paths: list[Path]) -> list[str]:
     parts.append(_img(paths, "Hypervolume against trials and device-seconds") if paths else
                  "<p class='note'>Not drawn: no unlearning trial.</p>")
     parts += [render(header, rows, "Per model and search kind: trials run, their device-seconds (wall s × workers "
-                     "× GPUs per worker), the ROUGE hypervolume of all their evaluated points at the end (reference "
-                     "(1, 0); seed means), and how many points of the model's Pareto front they reached.", "html"),
+                     "× GPUs per worker), the hypervolume of all their evaluated points at the end (seed means; "
+                     f"axes: {table['axes'].iloc[0] if 'axes' in table and len(table) else 'ROUGE'}), and how many "
+                     "points of the model's Pareto front they reached.", "html"),
               "<p><a href='search_cost.csv'>search_cost.csv</a> · "
               "<a href='search_cost_trace.csv'>search_cost_trace.csv</a> (the hypervolume after each trial)</p>"]
     return parts

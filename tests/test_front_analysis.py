@@ -328,3 +328,27 @@ def test_report_on_a_run_without_the_new_columns(tmp_path: Path):
     data = load_run(str(run))
     assert set(front.evaluation_points(data)["search"]) == {"grid"}
     assert front.hypervolume_trace(data)["trial_id"].tolist() == ["a", "b"]
+
+
+def test_search_axes_are_the_searchs_own_objectives():
+    """A front search on [rouge_forget, model_utility] is costed on those axes (bounded: worst corner
+    (1, 0)); one on final_loss_forget is referenced at the worst value seen; a grid falls back to ROUGE."""
+    import json
+
+    from analysis.front import search_axes
+    from analysis.load import RunData
+
+    def run(objectives, rows):
+        params = json.dumps({"search": {"kind": "front", "objectives": objectives}} if objectives else {})
+        base = dict(model="m", dataset="d", method="gdiff", c=0.5, forget_loss="nll", lr_mode="static", lr=1e-3,
+                    seed=0, search="front:gap" if objectives else "grid", study="s", status="ok", steps=30,
+                    wall_s=1.0, workers=1, params_json=params)
+        df = pd.DataFrame([{**base, "trial_id": f"t{i}", "trial_dir": f"t{i}", **r} for i, r in enumerate(rows)])
+        return RunData(summaries=df, steps=pd.DataFrame(columns=["trial_dir", "step"]))
+
+    x, y, senses, ref = search_axes(run(["rouge_forget", "model_utility"], [{"rouge_forget": 0.2, "model_utility": 0.5}]))
+    assert (x, y, senses, ref) == ("rouge_forget", "model_utility", ("min", "max"), (1.0, 0.0))
+    x, y, senses, ref = search_axes(run(["final_loss_forget", "rouge_retain"], [
+        {"final_loss_forget": 3.0, "rouge_retain": 0.5}, {"final_loss_forget": 7.0, "rouge_retain": 0.2}]))
+    assert senses == ("max", "max") and ref == (3.0, 0.0)  # the worst L_F seen: higher is better
+    assert search_axes(run(None, [{"rouge_forget": 0.2, "rouge_retain": 0.5}]))[:2] == ("rouge_forget", "rouge_retain")
