@@ -89,10 +89,11 @@ def search_settings(doc: dict) -> tuple[dict, list[str]]:
     problems = [f"{f}: search: unknown key {k!r}; allowed: {', '.join(sorted(SEARCH_KEYS))}"
                 for k in given if k not in SEARCH_KEYS]
     s = {**DEFAULT_SEARCH, **given}
-    if given.get("early_stop") is None and s["kind"] == "grid" or given.get("early_stop") is False:
+    stop_given = given.get("early_stop")
+    if stop_given is False or (stop_given is None and s["kind"] == "grid"):
         s["early_stop"] = None  # early stopping is on by default for a front search only
-    elif isinstance(given.get("early_stop"), dict):
-        s["early_stop"] = {**DEFAULT_SEARCH["early_stop"], **given["early_stop"]}
+    elif stop_given is None or isinstance(stop_given, dict):  # a copy: the defaults are never modified
+        s["early_stop"] = {**DEFAULT_SEARCH["early_stop"], **(stop_given or {})}
     if s["kind"] not in KINDS:
         problems.append(f"{f}: search: kind = {s['kind']!r} is not allowed; allowed: {', '.join(KINDS)}")
     if s["sampler"] not in SAMPLERS:
@@ -117,12 +118,15 @@ def search_settings(doc: dict) -> tuple[dict, list[str]]:
         elif isinstance(obj, list) and not set(obj) <= set(CURVE_OBJECTIVES):
             problems.append(f"{f}: search: early_stop needs objectives measured during training "
                             f"({', '.join(CURVE_OBJECTIVES)}); set early_stop: false for {obj!r}")
-        elif stop["min_steps"] is None:  # default: half the steps, so a dip that recovers is not cut short
-            steps = (doc.get("unlearn") or {}).get("steps", 30)
-            stop["min_steps"] = max(1, -(-steps // 2)) if isinstance(steps, int) and steps > 0 else 1
-        elif (isinstance(stop["min_steps"], bool) or not isinstance(stop["min_steps"], int) or stop["min_steps"] < 1
-              or isinstance(stop["margin"], bool) or not isinstance(stop["margin"], (int, float)) or stop["margin"] < 0):
-            problems.append(f"{f}: search: early_stop = {stop!r} needs min_steps a positive integer and margin a number >= 0")
+        else:
+            if stop["min_steps"] is None:  # default: half the steps, so a dip that recovers is not cut short
+                steps = (doc.get("unlearn") or {}).get("steps", 30)
+                stop["min_steps"] = max(1, -(-steps // 2)) if isinstance(steps, int) and steps > 0 else 1
+            if (isinstance(stop["min_steps"], bool) or not isinstance(stop["min_steps"], int) or stop["min_steps"] < 1
+                    or isinstance(stop["margin"], bool) or not isinstance(stop["margin"], (int, float))
+                    or stop["margin"] < 0):
+                problems.append(f"{f}: search: early_stop = {given.get('early_stop')!r} needs min_steps a positive "
+                                f"integer and margin a number >= 0")
     return s, problems
 
 

@@ -77,6 +77,10 @@ def test_a_plain_grid_has_no_search_and_defaults_to_early_stop_off():
     assert settings["kind"] == "grid" and settings["early_stop"] is None and not found
     front, _ = search_settings({"search": {"kind": "front"}, "unlearn": {"steps": 30}})
     assert front["early_stop"] == {"min_steps": 15, "margin": 0.05}  # on for a front search, after half the steps
+    longer, _ = search_settings({"search": {"kind": "front"}, "unlearn": {"steps": 100}})
+    assert longer["early_stop"]["min_steps"] == 50  # each grid's own half: the defaults are never modified
+    _, bad = search_settings({"search": {"kind": "front", "early_stop": {"margin": -1}}})
+    assert bad and "needs min_steps a positive integer and margin a number >= 0" in bad[0]
 
 
 @pytest.mark.parametrize("over, expected", [
