@@ -106,6 +106,9 @@ class TrialSpec:
     @property
     def trial_id(self) -> str:
         c = f"-c{self.method_params['c']:g}" if "c" in self.method_params else ""
+        # A front search's other searched parameters (NPO's beta, ...) are named too: they vary trial to trial.
+        params = {**self.method_params, **self.forget_loss_params}
+        c += "".join(f"-{k}{params[k]:g}" for k in self.search.get("searched", ()) if k in params and k != "c")
         model = self.model["name"].replace("/", "_")
         return f"{model}_{self.label}{c}_{self.lr_mode}_lr{self.lr:g}_s{self.seed}_{self.config_hash[:8]}"
 

@@ -181,7 +181,7 @@ class Study:
             else:
                 d["method_params"][name] = value
         d["seed"] = seed
-        d["search"] = {**self.search, "study": self.id}
+        d["search"] = {**self.search, "study": self.id, "searched": [r.name for r in self.ranges]}
         return TrialSpec.from_dict(d)
 
     def values(self, unit: list[float]) -> dict[str, float]:

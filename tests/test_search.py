@@ -59,6 +59,12 @@ def test_a_front_grid_becomes_studies_with_a_budget(tmp_path):
     assert seeded.studies[0].configs == 2 and seeded.budget == 6  # each seed of a configuration is a trial
 
 
+def test_searched_parameters_other_than_c_and_lr_are_named_in_trial_ids(tmp_path):
+    search = load_search(front_grid(tmp_path, methods=[{"method": "npo", "beta": {"log_range": [0.01, 1.0]}}]))
+    spec = search.studies[0].spec({"beta": 0.05, "lr": 1e-3}, 0)
+    assert spec.forget_loss_params == {"beta": 0.05} and "_npo-beta0.05_static_lr0.001_s0_" in spec.trial_id
+
+
 def test_methods_without_ranges_run_their_one_configuration(tmp_path):
     search = load_search(front_grid(tmp_path, methods=[{"method": "gdiff", "c": {"range": [0, 1]}}, {"method": "ngdiff"}],
                                     unlearn={"lr": [1e-3]}))
