@@ -150,12 +150,12 @@ def unlearn_trial(spec: TrialSpec, storage: Storage, session, device) -> None:
                     final = trial.evaluate()
                 scores = final[0] if final else trial.curve_metrics()
                 if scores:
-                    row.update(rouge_forget=scores["rouge_forget"], rouge_retain=scores["rouge_retain"])
+                    row.update({k: scores[k] for k in CURVE_KEYS})
                 best = keep_best(spec, storage, trial, row, best)
                 _checkpoint(session, trial, rows, t, time.perf_counter() - start, best)
         if status == "stopped_dominated":  # its point is its last evaluation; the full evaluation is skipped
             last = next((r for r in reversed(rows) if r.get("rouge_forget") is not None), {})
-            final = ({k: last.get(k) for k in ("rouge_forget", "rouge_retain")}, [])
+            final = ({k: last.get(k) for k in CURVE_KEYS}, [])
         elif final is None:  # diverged, or resumed from the last step's checkpoint
             final = trial.evaluate()
     if trial.comm.rank == 0:
