@@ -84,9 +84,13 @@ def second_node_raylet(port: int) -> list[psutil.Process]:
     return [p for p in processes(lambda c: "raylet" in c and f"node_manager_port={port}" in c)]
 
 
-def summaries(run_dir) -> dict:
+def summaries(run_dir, written_only: bool = False) -> dict:
+    """Each trial folder's one summary row. Mid-sweep (``written_only``) a folder can exist before its
+    summary does: a trial writes samples and steps first, the summary last."""
     out = {}
     for t in os.listdir(run_dir / "trials"):
+        if written_only and not (run_dir / "trials" / t / "summary.parquet").exists():
+            continue
         rows = pq.read_table(run_dir / "trials" / t / "summary.parquet").to_pylist()
         assert len(rows) == 1, t
         out[t] = rows[0]
@@ -110,7 +114,7 @@ def test_trials_run_on_both_nodes_and_survive_losing_one(cluster, tmp_path):
         # Wait until trials have finished on two different nodes and the second node is running another one.
         deadline, before_kill = time.time() + 600, set()
         while time.time() < deadline:
-            done = {t: r for t, r in summaries(run).items() if r["method"] != "no_unlearn"} if (run / "trials").exists() else {}
+            done = {t: r for t, r in summaries(run, written_only=True).items() if r["method"] != "no_unlearn"} if (run / "trials").exists() else {}
             nodes = {r["node_id"] for r in done.values()}
             busy = [p for p in second_node_raylet(node2_port) if "ImplicitFunc" in " ".join(p.cmdline() or [p.name()])]
             if len(nodes) == 2 and busy and len(done) < 6:  # the kill lands mid-sweep
