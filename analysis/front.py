@@ -214,7 +214,44 @@ def front_costs(data: RunData, x: str = "rouge_forget", y: str = "rouge_retain",
     return front.sort_values(["model", "dataset", x], kind="stable").reset_index(drop=True).reindex(columns=columns)
 
 
+def table_trials(data: RunData) -> tuple[pd.DataFrame, str]:
+    """The summaries the success tables show, and a sentence saying what was left out.
+
+    A grid's trials are all shown. A front search proposes a new configuration per trial (continuous c
+    and lr), so a table column per trial would bury the answer; of each study only the configurations
+    (every seed of each) with a point on that study's own front, on its own objectives, are shown::
+
+        shown, note = table_trials(load_run("runs/front_demo"))
+        paper_table(shown)          # summary.md still lists every trial
+    """
+    s = _normalised(data.summaries)
+    searched = (s["search"] != GRID) & ~s["method"].isin(TARGETS)
+    if not searched.any():
+        return data.summaries, ""
+    x, y, senses, _ = search_axes(data)
+    pts = evaluation_points(data, x, y)
+    pts = pts[(pts["search"] != GRID) & ~pts["method"].isin(TARGETS)]
+    best = best_points(seed_means(pts, x, y), x, y, senses, by=["model", "dataset", "study"])
+    on_front = {_key(r) for _, r in best.iterrows()}
+    keep = ~searched | s.apply(lambda r: _key(r) in on_front, axis=1)
+    studies = s.loc[searched, "study"].nunique(dropna=False)
+    shown = s.loc[searched & keep].groupby(CONFIG, dropna=False).ngroups
+    total = s.loc[searched].groupby(CONFIG, dropna=False).ngroups
+    note = (f"Front search: the tables show the {shown} of {total} searched configuration(s) on their study's "
+            f"front ({x}, {y}; {studies} stud{'y' if studies == 1 else 'ies'}); summary.md lists every trial.")
+    return data.summaries[keep.to_numpy()], note
+
+
 # ---------------------------------------------------------------- helpers
+
+
+def _key(row) -> tuple:
+    """A configuration (``CONFIG``) as a hashable tuple, missing values as None."""
+    return tuple(None if _missing(row[c]) else row[c] for c in CONFIG)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def _prefix_hypervolumes(pts: pd.DataFrame, n: int, x: str, y: str, ref, senses) -> list[float]:

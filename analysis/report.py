@@ -80,9 +80,12 @@ def write_report(runs: list[str], out=None, vocab_size: int | None = None) -> Pa
     curves = _write_curves(data, out)
     (out / "summary.md").write_text(summary_markdown(df), encoding="utf-8")
     tables = {}
+    shown, tables["note"] = front.table_trials(data)
     for name, fn in (("paper_table", paper_table), ("autolr_table", autolr_table)):
         for fmt, ext in FORMATS:
-            text = fn(df, fmt=fmt)
+            text = fn(shown, fmt=fmt)
+            if tables["note"] and fmt == "markdown":
+                text += f"\n{tables['note']}\n"
             (out / f"{name}.{ext}").write_text(text, encoding="utf-8")
             tables[(name, fmt)] = text
     hv = hypervolumes(data, vocab_size)
@@ -281,7 +284,8 @@ def _index_html(data: RunData, runs, figures, curves, tables, hv: pd.DataFrame, 
     if search is not None:
         parts += _search_section(search, figures.get("search_cost", []))
 
-    parts += ["<h2>Tables</h2>", "<h3>Paper layout (Tables 1-2)</h3>", tables[("paper_table", "html")],
+    parts += ["<h2>Tables</h2>"] + ([f"<p class='note'>{esc(tables['note'])}</p>"] if tables["note"] else [])
+    parts += ["<h3>Paper layout (Tables 1-2)</h3>", tables[("paper_table", "html")],
               _links("paper_table"), "<h3>Without → with AutoLR (Table 3)</h3>", tables[("autolr_table", "html")],
               _links("autolr_table")]
     if ("published", "html") in tables:

@@ -70,7 +70,8 @@ def method_label(method, c=None, forget_loss=None) -> str:
 def label_trials(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` plus ``label`` (base label), ``column`` (label with AutoLR / lr when needed) and ``order``.
 
-    A column names the learning rate only when the same method and lr mode ran at several rates.
+    A column names the learning rate only when the same method and lr mode ran at several rates, or
+    when its trial comes from a front-search study that searched the learning rate.
     """
     df = df.copy()
     get = lambda col: df[col] if col in df else pd.Series([None] * len(df), index=df.index)  # noqa: E731
@@ -81,6 +82,9 @@ def label_trials(df: pd.DataFrame) -> pd.DataFrame:
                              index=df.index, dtype=object)
     lrs = get("lr")
     several = df.assign(_lr=lrs).groupby("column", dropna=False)["_lr"].transform("nunique") > 1
+    if "study" in df:  # a front search that searched the lr: every column of its study names its lr
+        searched = df.assign(_lr=lrs).groupby("study", dropna=True)["_lr"].transform("nunique") > 1
+        several |= searched.reindex(df.index, fill_value=False).astype(bool)
     df["column"] = pd.Series([f"{col} η={lr:g}" if many else col for col, lr, many in zip(df["column"], lrs, several)],
                              index=df.index, dtype=object)
     rank = [METHOD_RANK.get(m, len(METHOD_RANK)) + (0.5 if f == "npo" and m not in ("npo", "ga") else 0)

@@ -352,3 +352,31 @@ def test_search_axes_are_the_searchs_own_objectives():
         {"final_loss_forget": 3.0, "rouge_retain": 0.5}, {"final_loss_forget": 7.0, "rouge_retain": 0.2}]))
     assert senses == ("max", "max") and ref == (3.0, 0.0)  # the worst L_F seen: higher is better
     assert search_axes(run(None, [{"rouge_forget": 0.2, "rouge_retain": 0.5}]))[:2] == ("rouge_forget", "rouge_retain")
+
+
+def test_tables_show_only_a_searchs_front_configurations_naming_their_lr(tmp_path: Path):
+    """A front search makes a configuration per trial; the success tables keep the ones on their study's
+    front (every seed of each, an earlier evaluation counts), name their searched lr, and keep grid trials."""
+    gap = dict(search="front:gap", study="authors x tiny-gpt2 x gdiff x static")
+    trials = [_target(),
+              _trial("grid-c0.5", {10: (0.5, 0.5)}, c=0.5, search="grid"),       # dominated, but a grid: shown
+              _trial("front-a", {10: (0.1, 0.8)}, c=0.7, lr=1e-3, **gap),
+              _trial("front-b", {10: (0.3, 0.9)}, c=0.9, lr=2e-3, **gap),
+              _trial("front-c", {10: (0.4, 0.7)}, c=0.3, lr=5e-4, **gap),       # dominated by front-a
+              *[_trial(f"front-d{s}", {5: (0.05, 0.6), 10: (0.5, 0.2)}, c=0.2, lr=3e-4, seed=s, **gap)
+                for s in (0, 1)]]                                                # on the front at step 5
+    shown, note = front.table_trials(_run_data(trials))
+    assert sorted(shown["trial_id"]) == ["front-a", "front-b", "front-d0", "front-d1", "grid-c0.5",
+                                         "no_unlearn-target"]
+    assert note.startswith("Front search: the tables show the 3 of 4 searched configuration(s)")
+    header = paper_table(shown, reference=False).splitlines()[0]
+    assert header == ("| Model | Metric | No-unlearn | GDiff-0.9 η=0.002 | GDiff-0.7 η=0.001 | GDiff-0.5 "
+                      "| GDiff-0.2 η=0.0003 |")
+    grid_only, none = front.table_trials(_run_data(trials[:2]))
+    assert none == "" and len(grid_only) == 2
+
+    run = _write_run(tmp_path, "front", trials)
+    assert report_main([str(run), "--out", str(tmp_path / "report")]) == 0
+    assert "GDiff-0.3" not in (tmp_path / "report/paper_table.md").read_text()
+    assert "3 of 4 searched configuration(s)" in (tmp_path / "report/index.html").read_text()
+    assert "| gdiff | 0.3 | static |" in (tmp_path / "report/summary.md").read_text()  # every trial
