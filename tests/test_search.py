@@ -280,3 +280,13 @@ def test_a_trial_tune_gave_up_on_does_not_stall_the_search(tmp_path):
     searcher.on_trial_complete("t1", error=True)
     assert searcher.status[lost] == "lost" and searcher.suggest("t3") not in (None, "FINISHED")
     assert FrontSearcher(load_search(path), storage, "fs", {"storage": storage.uri}).suggest("t4")["trial"] == lost
+
+
+@pytest.mark.parametrize("name, configs, seeds", [("front/demo", 8, [0]), ("front/seeds", 4, [0, 1, 2])])
+def test_the_shipped_front_grids_plan_what_their_comments_say(name, configs, seeds):
+    from sweeper.grid import resolve_grid_path
+    found = load_search(resolve_grid_path(name))
+    assert len(found.studies) == 1 and found.budget == configs * len(seeds)
+    study = found.studies[0]
+    assert study.configs == configs and study.seeds == seeds
+    assert {"c", "lr"} <= set(study.spec({}, 0).search["searched"])
