@@ -105,6 +105,15 @@ def gpu_packing(specs: list[TrialSpec], gpus: float | None) -> list[str]:
     return lines
 
 
+def cluster_line(cpus: float, gpus: float | None, conc: int) -> str:
+    """What the cluster runs at once; a dry run of a GPU grid on a laptop says that nothing fits here
+    instead of planning "0 trial(s) at a time"."""
+    line = f"cluster: {cpus:g} CPUs, {gpus or 0:g} GPUs -> "
+    if conc < 1:
+        return line + "no trial fits here; pass --num-cpus and --num-gpus to plan for the cluster it will run on"
+    return line + f"{conc} trial(s) at a time"
+
+
 def print_plan(specs: list[TrialSpec], conc: int, cpus: float, gpus: float | None, runner: str = "auto") -> None:
     print(f"{len(specs)} trials, {len({s.target_hash for s in specs})} No-unlearn target(s)")
     for s in specs:
@@ -113,7 +122,7 @@ def print_plan(specs: list[TrialSpec], conc: int, cpus: float, gpus: float | Non
               f"{runner_for(s, runner)}")
     for line in gpu_packing(specs, gpus):
         print(line)
-    print(f"cluster: {cpus:g} CPUs, {gpus or 0:g} GPUs -> {conc} trial(s) at a time")
+    print(cluster_line(cpus, gpus, conc))
     print(device_time_estimate(specs))
 
 
@@ -132,7 +141,7 @@ def print_search_plan(search, conc: int, cpus: float, gpus: float | None, runner
         print(f"  {study.id:<60} {ranges or 'nothing to search'}: {study.configs} configuration(s) x "
               f"{len(study.seeds)} seed(s); {spec.model['workers']} worker(s), {c:g} CPU, {g:g} GPU, "
               f"{spec.steps} steps, {runner_for(spec, runner)}")
-    print(f"cluster: {cpus:g} CPUs, {gpus or 0:g} GPUs -> {conc} trial(s) at a time")
+    print(cluster_line(cpus, gpus, conc))
     print(device_time_estimate(search.budget_specs()))
 
 

@@ -59,3 +59,14 @@ def test_dry_run_reports_packing_and_refuses_what_never_fits(capsys):
     assert launch_main(["--grid", "tofu_published", "--dry-run", "--num-gpus", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "can never be placed on the cluster's 2 GPUs" in err
+
+
+def test_a_dry_run_of_a_gpu_grid_on_a_laptop_says_nothing_fits_here(capsys):
+    """Not "0 trial(s) at a time": the dry run says the laptop cannot place the GPU grid and how to plan
+    for the cluster it will run on."""
+    assert launch_main(["--grid", "tofu_published", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "0 trial(s) at a time" not in out
+    assert "no trial fits here; pass --num-cpus and --num-gpus to plan for the cluster it will run on" in out
+    assert launch_main(["--grid", "tofu_published", "--dry-run", "--num-cpus", "64", "--num-gpus", "8"]) == 0
+    assert "-> 2 trial(s) at a time" in capsys.readouterr().out
