@@ -116,9 +116,9 @@ def step_numbers(run_dir: Path, trial_id: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory):
-    """One storage for the module: the second launch reuses the No-unlearn target the first built."""
-    return tmp_path_factory.mktemp("runs")
+def storage(demo_storage):
+    """The session's demo storage (tests/conftest.py): the smoke target is built once for the slow tests."""
+    return demo_storage
 
 
 def test_diverged_failed_and_restarted_trials(storage, tmp_path):

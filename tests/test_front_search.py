@@ -36,9 +36,9 @@ def run(path: Path, storage: Path, log: Path, *args: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory):
-    """One storage: the tests share the No-unlearn target the first one builds."""
-    return tmp_path_factory.mktemp("front")
+def storage(demo_storage):
+    """The session's demo storage (tests/conftest.py): the tests share the No-unlearn target built once."""
+    return demo_storage
 
 
 def test_three_seed_search_runs_to_budget_and_reports_its_front(storage, tmp_path):

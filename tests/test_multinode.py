@@ -53,6 +53,14 @@ def processes(match) -> list[psutil.Process]:
     return list(found)
 
 
+def cmdline(p: psutil.Process) -> str:
+    """A process's command line, or "" once it has exited (it can turn zombie between listing and reading)."""
+    try:
+        return " ".join(p.cmdline() or [p.name()])
+    except psutil.Error:
+        return ""
+
+
 def kill(procs) -> None:
     for p in procs:
         try:
@@ -116,7 +124,7 @@ def test_trials_run_on_both_nodes_and_survive_losing_one(cluster, tmp_path):
         while time.time() < deadline:
             done = {t: r for t, r in summaries(run, written_only=True).items() if r["method"] != "no_unlearn"} if (run / "trials").exists() else {}
             nodes = {r["node_id"] for r in done.values()}
-            busy = [p for p in second_node_raylet(node2_port) if "ImplicitFunc" in " ".join(p.cmdline() or [p.name()])]
+            busy = [p for p in second_node_raylet(node2_port) if "ImplicitFunc" in cmdline(p)]
             if len(nodes) == 2 and busy and len(done) < 6:  # the kill lands mid-sweep
                 before_kill = set(done)
                 kill(second_node_raylet(node2_port))
