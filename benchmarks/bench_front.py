@@ -1,6 +1,6 @@
 """Front search vs grid on the demo task: hypervolume reached with N proposed trials against a 3N-trial grid.
 
-    .venv/bin/python benchmarks/bench_front.py                      # N = 8, search seeds 0 1 2, both samplers (~10 min)
+    .venv/bin/python benchmarks/bench_front.py                      # N = 8, search seeds 0 1 2, all three samplers (~10 min)
     .venv/bin/python benchmarks/bench_front.py --quick              # N = 4, one seed, gap only (a smoke run)
     .venv/bin/python benchmarks/bench_front.py --storage /tmp/front # keep the runs (reuses the cached target)
 
@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=8, help="trials of a search (the grid gets 3n)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds")
-    p.add_argument("--samplers", nargs="+", default=["gap", "optuna"])
+    p.add_argument("--samplers", nargs="+", default=["gap", "optuna", "gp"])
     p.add_argument("--storage", default=None, help="where the runs go (default: a temporary folder)")
     p.add_argument("--quick", action="store_true", help="n = 4, seed 0, gap only: a smoke run, not a measurement")
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")

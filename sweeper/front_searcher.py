@@ -172,7 +172,8 @@ class FrontSearcher(Searcher):
             if self._count(study.id) >= study.configs:
                 continue
             finished, pending = self._history(study.id)
-            got = self.samplers[study.id].propose(finished, pending) if study.ranges else ([], "the study's one configuration")
+            got = self.samplers[study.id].propose(finished, pending, self._anchor(study)) if study.ranges \
+                else ([], "the study's one configuration")
             if got is None:
                 continue
             unit, reason = got
@@ -204,6 +205,21 @@ class FrontSearcher(Searcher):
             else:
                 finished.append((rec["unit"], self._seed_mean(done)))
         return finished, pending
+
+    def _anchor(self, study: Study):
+        """(the No-unlearn point of the study's target, the index of its lr coordinate) when the study
+        searches the learning rate and stage 1 wrote that row, else None (see sweeper.samplers)."""
+        lr = [i for i, r in enumerate(study.ranges) if r.name == "lr"]
+        if not lr:
+            return None
+        from sweeper.stage1 import baseline_id
+        spec = study.spec(study.values([0.5] * len(study.ranges)), study.seeds[0])
+        base = f"{self.run}/trials/{baseline_id(spec)}"
+        if not self.storage.exists(f"{base}/_SUCCESS"):
+            return None
+        row = self.storage.read_table(f"{base}/summary.parquet").to_pylist()[0]
+        point = tuple(row.get(o) for o in self.search.settings["objectives"])
+        return (point, lr[0]) if all(_finite(v) for v in point) else None
 
     def _seed_mean(self, trial_ids) -> list[tuple[float, float]]:
         by_step = defaultdict(list)

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 KINDS = ("grid", "front")
-SAMPLERS = ("gap", "optuna")
+SAMPLERS = ("gap", "optuna", "gp")
 SEARCH_KEYS = {"kind", "budget", "sampler", "objectives", "early_stop", "seed", "initial"}
 EARLY_STOP_KEYS = {"min_steps", "margin"}
 DEFAULT_SEARCH = {"kind": "grid", "budget": 12, "sampler": "gap", "objectives": ["rouge_forget", "rouge_retain"],
@@ -98,8 +98,8 @@ def search_settings(doc: dict) -> tuple[dict, list[str]]:
         problems.append(f"{f}: search: kind = {s['kind']!r} is not allowed; allowed: {', '.join(KINDS)}")
     if s["sampler"] not in SAMPLERS:
         problems.append(f"{f}: search: sampler = {s['sampler']!r} is not allowed; allowed: {', '.join(SAMPLERS)}")
-    elif s["sampler"] == "optuna" and s["kind"] == "front" and importlib.util.find_spec("optuna") is None:
-        problems.append(f"{f}: search: sampler optuna needs the optuna package, which is not installed: "
+    elif s["sampler"] in ("optuna", "gp") and s["kind"] == "front" and importlib.util.find_spec("optuna") is None:
+        problems.append(f"{f}: search: sampler {s['sampler']} needs the optuna package, which is not installed: "
                         f"pip install 'unlearning-sweeper[search]' (or use sampler: gap)")
     for key in ("budget", "initial"):
         if isinstance(s[key], bool) or not isinstance(s[key], int) or s[key] < 1:

@@ -116,7 +116,7 @@ def test_trials_run_on_both_nodes_and_survive_losing_one(cluster, tmp_path):
     run = storage / "twonodes"
     log = open(tmp_path / "launch.log", "w")
     launcher = subprocess.Popen([sys.executable, "-m", "sweeper.launch", "--grid", str(tmp_path / "grid.yaml"),
-                                 "--address", address, "--storage", str(storage)], cwd=ROOT, env=ENV,
+                                 "--address", address, "--storage", str(storage), "--no-report"], cwd=ROOT, env=ENV,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         # Wait until trials have finished on two different nodes and the second node is running another one.

@@ -12,7 +12,7 @@ import yaml
 
 from sweeper.front_searcher import STOP_MARKER, DominatedStopper, FrontBook, FrontSearcher
 from sweeper.grid import GridError, TrialSpec, expand_grid, load_grid
-from sweeper.samplers import GapSampler, OptunaSampler
+from sweeper.samplers import GapSampler, GPSampler, OptunaSampler
 from sweeper.search import Range, load_search, search_settings
 from sweeper.storage import Storage
 from sweeper.trial import summary_row, write_trial
@@ -91,7 +91,7 @@ def test_a_plain_grid_has_no_search_and_defaults_to_early_stop_off():
 
 @pytest.mark.parametrize("over, expected", [
     ({"search": {"kind": "fronts"}}, "search: kind = 'fronts' is not allowed; allowed: grid, front"),
-    ({"search": {"kind": "front", "sampler": "tpe"}}, "search: sampler = 'tpe' is not allowed; allowed: gap, optuna"),
+    ({"search": {"kind": "front", "sampler": "tpe"}}, "search: sampler = 'tpe' is not allowed; allowed: gap, optuna, gp"),
     ({"search": {"kind": "front", "budget": 0}}, "search: budget = 0 must be a positive integer"),
     ({"search": {"kind": "front", "objectives": ["rouge_forget"]}}, "search: objectives = ['rouge_forget'] must be two"),
     ({"search": {"kind": "front", "objectives": ["final_loss_forget", "final_loss_retain"]}},
@@ -136,6 +136,19 @@ def test_gap_sampler_starts_with_a_latin_hypercube_then_fills_the_largest_front_
     assert unit == [pytest.approx(0.7)]
 
 
+def test_gap_sampler_fills_the_gap_to_the_no_unlearn_end_at_a_lower_learning_rate():
+    """Two configurations (c, lr) that both forget hard: (0.0, 0.7) and (0.05, 0.8). The No-unlearn
+    model at (0.97, 0.99) is the front's lr -> 0 end, and the empty box between it and (0.05, 0.8) is the
+    largest: the next configuration is that one at half its lr coordinate. Without the anchor the gap
+    sampler only sees the small gap between the two."""
+    finished = [([0.2, 0.8], [(0.0, 0.7)]), ([0.6, 0.6], [(0.05, 0.8)])]
+    s = GapSampler(dims=2, senses=("min", "max"), seed=0, initial=0)
+    unit, why = s.propose(finished, [], anchor=((0.97, 0.99), 1))
+    assert unit == [pytest.approx(0.6), pytest.approx(0.3)] and "No-unlearn model and configuration 2" in why
+    unit, why = GapSampler(dims=2, senses=("min", "max"), seed=0, initial=0).propose(finished, [])
+    assert unit == [pytest.approx(0.4), pytest.approx(0.7)] and "configurations 1 and 2" in why
+
+
 def test_gap_sampler_falls_back_to_exploring_when_no_gap_is_open():
     s = GapSampler(dims=2, senses=("min", "max"), seed=1, initial=0)
     unit, why = s.propose([([0.5, 0.5], [(0.1, 0.9)])], [])
@@ -152,6 +165,21 @@ def test_optuna_sampler_proposes_in_the_unit_cube_and_replays():
     again = OptunaSampler(dims=2, senses=("min", "max"), seed=0, initial=2)
     again.replay(units[0])
     assert again.study.trials[0].params == {"u0": units[0][0], "u1": units[0][1]}
+
+
+def test_gp_sampler_starts_at_random_then_goes_where_the_front_is_unexplored():
+    """A front traced by u0 alone (forget 1 - u0 down, retain 1 - u0^2 up: every u0 is on it): after
+    three told configurations at u0 <= 0.25, the GP's expected hypervolume improvement sends the next one
+    to the unexplored end of the range, and its reason says which model chose it."""
+    s = GPSampler(dims=2, senses=("min", "max"), seed=0, initial=3)
+    unit, why = s.propose([], [])
+    assert "random start" in why and all(0 <= u <= 1 for u in unit)
+    s = GPSampler(dims=2, senses=("min", "max"), seed=0, initial=3)
+    for u0 in (0.05, 0.15, 0.25):
+        s.replay([u0, 0.5])
+        s.observe([u0, 0.5], np.array([1 - u0, 1 - u0 ** 2]))
+    unit, why = s.propose([], [])
+    assert unit[0] > 0.5 and "expected hypervolume improvement" in why
 
 
 # --- dominance and early stop -------------------------------------------------------------------
@@ -255,6 +283,34 @@ def test_searcher_runs_to_its_budget_then_resumes_without_running_a_trial_twice(
     assert len(storage.read_table("fs/search/proposals.parquet")) == 4
     units = [json.loads(r["unit_json"])[0] for r in storage.read_table("fs/search/proposals.parquet").to_pylist()]
     assert len({round(u, 3) for u in units}) == 4
+
+
+def test_the_searcher_anchors_a_learning_rate_search_at_the_no_unlearn_row(tmp_path):
+    """Once stage 1 wrote the study's No-unlearn row, the gap sampler sees it as the front's lr -> 0 end:
+    the proposal after the initial design fills the gap to it at a lower lr (finish() keeps every
+    configuration far from the No-unlearn point (1.0, 1.0)); a study with a fixed lr has no anchor."""
+    from sweeper.stage1 import baseline_id
+    path = front_grid(tmp_path, search={"kind": "front", "budget": 4, "initial": 2})
+    storage = Storage(str(tmp_path / "runs"))
+    searcher = FrontSearcher(load_search(path), storage, "fs", {"storage": storage.uri})
+    first = [searcher.suggest("t1"), searcher.suggest("t2")]
+    spec = TrialSpec.from_dict(first[0]["spec"])
+    no_unlearn = TrialSpec.from_dict({**spec.to_dict(), "method": "no_unlearn", "label": "no_unlearn"})
+    write_trial(storage, "fs", baseline_id(spec), [],
+                {**summary_row(no_unlearn, steps=0, status="ok", rouge_forget=1.0, rouge_retain=1.0),
+                 "trial_id": baseline_id(spec)}, True)
+    for i, config in enumerate(first):
+        finish(storage, config)
+        searcher.on_trial_complete(f"t{i + 1}")
+    third = searcher.suggest("t3")
+    log = storage.read_table("fs/search/proposals.parquet").to_pylist()
+    assert "between the No-unlearn model and configuration" in log[-1]["reason"], log[-1]["reason"]
+    k = int(log[-1]["reason"].split("configuration ")[1].split()[0]) - 1
+    lr_of = [json.loads(r["unit_json"])[1] for r in log]
+    assert lr_of[-1] == pytest.approx(lr_of[k] / 2, abs=1e-3) and third["spec"]["lr"] < first[k]["spec"]["lr"]
+    fixed = FrontSearcher(load_search(front_grid(tmp_path, unlearn={"lr": [1e-3]})), storage, "fs",
+                          {"storage": storage.uri})
+    assert fixed._anchor(next(iter(fixed.studies.values()))) is None
 
 
 def test_retry_failed_hands_a_failed_search_trial_to_tune_again(tmp_path):
