@@ -78,17 +78,17 @@ def test_train_runner_gives_the_auto_runners_results(smoke_run):
     and --runner train (every trial a Ray Train job) compute the same trials: every step's losses and
     learning rate and every final metric agree."""
     storage, _ = smoke_run
-    # Four of the smoke grid's eight trials (GDiff c = 0.5 and NGDiff, static and AutoLR): the same specs,
-    # so the same trial ids; every Ray Train job costs seconds of its own on 2 cores.
-    half = storage / "smoke_half.yaml"
+    # Two of the smoke grid's eight trials (NGDiff, static and AutoLR: the normalised rule and the learning
+    # rate search): the same specs, so the same trial ids; every Ray Train job costs ~20 s on 2 cores.
+    ngdiff_only = storage / "smoke_ngdiff.yaml"
     doc = yaml.safe_load(open(os.path.join(ROOT, "search_spaces", "smoke.yaml")))
-    half.write_text(yaml.safe_dump({**doc, "methods": [{"method": "gdiff", "c": [0.5]}, {"method": "ngdiff"}]}))
-    result = launch("--grid", str(half), "--storage", str(storage), "--run", "smoke_train", "--runner", "train",
+    ngdiff_only.write_text(yaml.safe_dump({**doc, "methods": [{"method": "ngdiff"}]}))
+    result = launch("--grid", str(ngdiff_only), "--storage", str(storage), "--run", "smoke_train", "--runner", "train",
                     "--no-report")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     auto, train = summaries(storage / "smoke"), summaries(storage / "smoke_train")
-    assert len(train) == 5 and set(train) <= set(auto) and all(r["status"] == "ok" for r in train.values())
-    for trial, row in train.items():
+    assert len(train) == 3 and set(train) <= set(auto) and all(r["status"] == "ok" for r in train.values())
+    for trial in train:
         row = auto[trial]
         if row["method"] == "no_unlearn":
             continue
