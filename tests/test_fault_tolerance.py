@@ -251,6 +251,7 @@ def test_killed_launcher_resumes_without_rerunning_finished_trials(storage, tmp_
     rc = launch(cmd, env, tmp_path / "second.log")
     out = (tmp_path / "second.log").read_text()
     assert rc == 0, out[-4000:]
+    assert "cached, reused" in out  # the No-unlearn target is not fine-tuned again
 
     rows = summaries(run)
     trials = [r for r in rows.values() if r["method"] != "no_unlearn"]
