@@ -103,6 +103,7 @@ class OptunaSampler:
     Each configuration is one Optuna trial, told the seed mean of its final evaluated point."""
 
     name = "optuna"
+    why = "Optuna multi-objective TPE"  # what a model-driven proposal's reason says
 
     def __init__(self, dims: int, senses, seed: int = 0, initial: int = 3):
         import warnings
@@ -136,8 +137,6 @@ class OptunaSampler:
         self.open[_key(unit)] = trial
         model = self.why if told >= self.initial else "Optuna's random start"
         return unit, f"{model}, trial {trial.number}"
-
-    why = "Optuna multi-objective TPE"
 
     def replay(self, unit) -> None:
         self.study.enqueue_trial({f"u{i}": u for i, u in enumerate(unit)})
