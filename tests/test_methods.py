@@ -5,6 +5,7 @@ Real vectors g_R, g_F in R^d are drawn, the five scalars derived from them, and 
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import sys
@@ -26,6 +27,7 @@ from sweeper.methods import (
     validate_rule_params,
 )
 from sweeper.methods import registry
+from sweeper.methods.ngdiff import ngdiff
 
 # A decorator, not a profile: loading a profile here would change every other test module's settings.
 fast = settings(max_examples=60, deadline=None)
@@ -91,12 +93,16 @@ def _softmax_first(seed, step):
     return np.exp(l1) / (np.exp(l1) + np.exp(l2))
 
 
+# NGDiff divides by norm + eps (a zero gradient must not divide by zero); with norms down to 1e-4, as
+# grad_pairs draws them, eps = 1e-12 moves the weight by 1e-8 relative, more than the 1e-9 compared.
+NGDIFF_EPS = inspect.signature(ngdiff).parameters["eps"].default
+
 FORMULAS = {
     "ga": lambda g_r, g_f, lr, lf: (0.0, 1.0),
     "gd": lambda g_r, g_f, lr, lf: (1.0, 0.0),
     "gdiff": lambda g_r, g_f, lr, lf: (0.5, 0.5),
     "lossnorm": lambda g_r, g_f, lr, lf: (1 / lr, 1 / lf),
-    "ngdiff": lambda g_r, g_f, lr, lf: (1 / np.linalg.norm(g_r), 1 / np.linalg.norm(g_f)),
+    "ngdiff": lambda g_r, g_f, lr, lf: (1 / (np.linalg.norm(g_r) + NGDIFF_EPS), 1 / (np.linalg.norm(g_f) + NGDIFF_EPS)),
     "rlw": lambda g_r, g_f, lr, lf: (_softmax_first(0, 1), 1 - _softmax_first(0, 1)),
     "imtlg": lambda g_r, g_f, lr, lf: (np.linalg.norm(g_f) / (np.linalg.norm(g_f) + np.linalg.norm(g_r)),
                                        np.linalg.norm(g_r) / (np.linalg.norm(g_f) + np.linalg.norm(g_r))),
