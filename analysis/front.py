@@ -141,7 +141,7 @@ def search_axes(data: RunData):
         x, y, senses, ref = search_axes(data)
         trace = hypervolume_trace(data, x, y, ref, senses)
     """
-    from sweeper.search import SENSES
+    from sweeper.search_settings import SENSES
     pairs = set()
     for text in data.summaries.get("params_json", pd.Series(dtype=object)).dropna():
         objectives = ((json.loads(text).get("search") or {}).get("objectives")) if isinstance(text, str) else None

@@ -44,7 +44,8 @@ from sweeper.data.qa import QADataset, collate_qa  # noqa: E402
 from sweeper.data.synthetic import make_authors, qa_rows  # noqa: E402
 from sweeper.data.tokenizer import train_tokenizer  # noqa: E402
 from sweeper.lm import sequence_logprobs  # noqa: E402
-from sweeper.loop import LoopConfig, StepBatches, Unlearner, make_optimizer  # noqa: E402
+from sweeper.loop import LoopConfig, StepBatches, Unlearner  # noqa: E402
+from sweeper.optimizers import make_optimizer  # noqa: E402
 from sweeper.models import build_model, compute_precision, count_parameters as n_params  # noqa: E402,F401
 
 #: torch intra-op threads; 1 = a trial worker with cpus_per_worker: 1, and no fight for the second core.

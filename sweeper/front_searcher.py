@@ -27,13 +27,13 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from sweeper.grid import TrialSpec
+from sweeper.trial_spec import TrialSpec
 from sweeper.samplers import make_sampler
-from sweeper.search import CURVE_OBJECTIVES, FrontSearch, Study
+from sweeper.records import STOP_MARKER, baseline_id
+from sweeper.search import FrontSearch, Study
+from sweeper.search_settings import CURVE_OBJECTIVES
 from sweeper.storage import Storage
 
-#: The marker a scheduler writes to stop a trial (read by sweeper.trial).
-STOP_MARKER = "_STOP"
 
 
 def config_key(spec: TrialSpec) -> str:
@@ -212,7 +212,6 @@ class FrontSearcher(Searcher):
         lr = [i for i, r in enumerate(study.ranges) if r.name == "lr"]
         if not lr:
             return None
-        from sweeper.stage1 import baseline_id
         spec = study.spec(study.values([0.5] * len(study.ranges)), study.seeds[0])
         base = f"{self.run}/trials/{baseline_id(spec)}"
         if not self.storage.exists(f"{base}/_SUCCESS"):

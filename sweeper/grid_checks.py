@@ -19,9 +19,10 @@ import os
 from sweeper.autolr import AutoLRConfig
 from sweeper.data.synthetic import FEMALE_FIRST, LAST, MALE_FIRST, MAX_QA_PER_AUTHOR
 from sweeper.data.templates import TEMPLATE_NAMES
-from sweeper.loop import OPTIMIZERS
 from sweeper.methods import import_plugins, validate_rule_params
 from sweeper.objectives import get_objective, objective_problem
+from sweeper.optimizers import OPTIMIZERS
+from sweeper.search_settings import CURVE_OBJECTIVES, search_settings
 
 TOP_KEYS = {"name", "include", "parts", "plugins", "seeds", "data", "models", "target", "methods", "lr_modes",
             "unlearn", "eval", "max_failures", "description", "search"}
@@ -320,7 +321,6 @@ def validate(doc: dict) -> list[str]:
     problems += _check_methods(f, doc["methods"])
     problems += _check_run_settings(f, doc)
     problems += _check_keep_best(f, doc)
-    from sweeper.search import search_settings
     problems += search_settings(doc)[1]
     return problems
 
@@ -328,7 +328,6 @@ def validate(doc: dict) -> list[str]:
 def _check_keep_best(f: str, doc: dict) -> list[str]:
     """``eval.keep_best``: a curve metric (rouge_forget, rouge_retain) or a weight w in [0, 1] of the
     trade-off w * retain + (1 - w) * (1 - forget); not with FSDP (rank 0 holds no full model)."""
-    from sweeper.search import CURVE_OBJECTIVES
     keep = doc["eval"].get("keep_best")
     if keep is None:
         return []

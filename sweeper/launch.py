@@ -21,7 +21,8 @@ from collections import Counter
 from sweeper.grid import GridError, TrialSpec, expand_grid, load_grid, resolve_grid_path
 from sweeper.plan import (RUNNERS, capacity_problems, concurrency, device_time_estimate, print_plan,  # noqa: F401
                           print_search_plan, runner_for, runner_problems, trial_shape)
-from sweeper.search import SENSES, FrontSearch, load_search, search_settings
+from sweeper.search import FrontSearch, load_search
+from sweeper.search_settings import SENSES, search_settings
 from sweeper.storage import Storage
 
 #: A custom resource held by each Tune trial's own process, so that it takes no CPU from its workers
@@ -90,7 +91,7 @@ def build_targets(specs: list[TrialSpec], storage: Storage, run: str) -> list[st
     @ray.remote(num_cpus=1)
     def stage1(spec_dict: dict, uri: str, log_rel: str, lines) -> str | None:
         from sweeper.stage1 import target_and_baseline
-        from sweeper.trial import capture_failure
+        from sweeper.records import capture_failure
         spec = TrialSpec.from_dict(spec_dict)
         try:
             target_and_baseline(spec, Storage(uri), lambda line: lines.put(line))

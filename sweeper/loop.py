@@ -40,9 +40,7 @@ from sweeper.fsdp import ensure_sum_reduction, gather_state, is_sharded, restore
 from sweeper.lm import sequence_logprobs
 from sweeper.methods import StepScalars, make_rule
 from sweeper.objectives import get_objective
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-
+from sweeper.optimizers import make_optimizer
 
 @dataclass(frozen=True)
 class LoopConfig:
@@ -65,16 +63,6 @@ class Diverged(RuntimeError):
     def __init__(self, step: int, what: str):
         super().__init__(f"{what} is not finite at step {step}")
         self.step = step
-
-
-def make_optimizer(name: str, params: list[torch.Tensor], lr: float, weight_decay: float):
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
 
 
 class StepBatches:

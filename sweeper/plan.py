@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from sweeper.grid import TrialSpec
+from sweeper.trial_spec import TrialSpec
 
 RUNNERS = ("auto", "train", "inline")
 

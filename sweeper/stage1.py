@@ -11,16 +11,10 @@ from __future__ import annotations
 
 import json
 
-from sweeper.grid import TrialSpec, published_source, target_hash
+from sweeper.trial_spec import TrialSpec, published_source, target_hash
 from sweeper.storage import Storage
 from sweeper.targets import ensure_target, load_target
-from sweeper.trial import code_version, write_trial
-
-
-def baseline_id(spec: TrialSpec, variant: str = "full") -> str:
-    name = "no_unlearn" if variant == "full" else "retrained_reference"
-    key = target_hash(spec.model, spec.data, spec.target, variant)
-    return f"{spec.model['name'].replace('/', '_')}_{name}_{spec.data['name']}_{key[:8]}"
+from sweeper.records import baseline_id, code_version, write_trial
 
 
 def wants_reference(spec: TrialSpec) -> bool:
@@ -41,7 +35,7 @@ def target_and_baseline(spec: TrialSpec, storage: Storage, log=print) -> None:
 def _baseline_row(spec: TrialSpec, storage: Storage, variant: str, log=print) -> None:
     """Evaluate a target (or the reference) with the run's evaluation settings and write its row."""
     from sweeper.tasks import get_task
-    from sweeper.trial import _retain_reference
+    from sweeper.worker import _retain_reference
     trial_id = baseline_id(spec, variant)
     if storage.exists(f"{spec.run}/trials/{trial_id}/_SUCCESS"):
         return

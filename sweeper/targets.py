@@ -36,8 +36,8 @@ import time
 import torch
 
 from sweeper.data.lengths import summarize
-from sweeper.grid import published_source, target_hash
-from sweeper.loop import make_optimizer
+from sweeper.trial_spec import published_source, target_hash
+from sweeper.optimizers import make_optimizer
 from sweeper.models import compute_precision
 from sweeper.storage import Storage
 from sweeper.tasks import get_task

@@ -59,7 +59,7 @@ def _run_data(trials: list[tuple[dict, list[dict]]]) -> RunData:
 
 
 def _write_run(root: Path, name: str, trials, summary_schema=SUMMARY_SCHEMA) -> Path:
-    """Write the trials as ``sweeper.trial.write_trial`` does (Parquet through Storage, then _SUCCESS)."""
+    """Write the trials as ``sweeper.records.write_trial`` does (Parquet through Storage, then _SUCCESS)."""
     storage = Storage(str(root))
     for summary, steps in trials:
         base = f"{name}/trials/{summary['trial_id']}"

@@ -37,13 +37,16 @@ WORLD = 2
 STEP1_RTOL = 1e-6    # step 1 differs only by summation order (shards vs one buffer); measured <= 1e-7
 PARAM_ATOL = 1e-6
 BULK_FRACTION = 0.999
-#: case -> (rows rtol, params atol); measured: Adam rows <= 1.2e-6, params <= 1.1e-5 (197 of 375k
+#: case -> (rows rtol, params atol); measured: Adam rows <= 1.2e-6 on the machine these bounds were
+#: first measured on, 3.4e-5 (||g_F|| at step 5) on a later one with the same torch: after AutoLR's first
+#: fit every later row inherits the relative float32 error of eta* (up to ~1e-4 here, see
+#: equivalence.autolr_tolerance), so the AutoLR case's rows get 2e-4; params <= 1.1e-5 (197 of 375k
 #: coordinates > 1e-6); SGD rows <= 2.1e-6, params <= 1.2e-7. The Adam case's parameter bound is looser
 #: for the reason documented in tests/test_distributed.py (Adam's eps turns float noise in
 #: zero-gradient coordinates, e.g. GPT-2's attention key bias, into steps of order lr); the bulk of its
 #: coordinates must still match PARAM_ATOL.
 CASE_TOL = {
-    "ngdiff_autolr_adam": (1e-5, 5e-5),
+    "ngdiff_autolr_adam": (2e-4, 5e-5),
     "gdiff_npo_sgd": (1e-5, PARAM_ATOL),
 }
 

@@ -18,9 +18,10 @@ from sweeper.data.tofu import load_tofu
 from sweeper.data.tokenizer import train_tokenizer
 from sweeper.grid import expand_grid, target_hash
 from sweeper.models import build_model
-from sweeper.stage1 import baseline_id, target_and_baseline
+from sweeper.records import baseline_id
+from sweeper.stage1 import target_and_baseline
 from sweeper.storage import Storage
-from sweeper.trial import unlearn_trial
+from sweeper.worker import unlearn_trial
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

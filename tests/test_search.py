@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import yaml
 
-from sweeper.front_searcher import STOP_MARKER, DominatedStopper, FrontBook, FrontSearcher
+from sweeper.front_searcher import DominatedStopper, FrontBook, FrontSearcher
+from sweeper.records import STOP_MARKER
 from sweeper.grid import GridError, TrialSpec, expand_grid, load_grid
 from sweeper.samplers import GapSampler, GPSampler, OptunaSampler
-from sweeper.search import Range, load_search, search_settings
+from sweeper.search import load_search
+from sweeper.search_settings import Range, search_settings
 from sweeper.storage import Storage
-from sweeper.trial import summary_row, write_trial
+from sweeper.records import summary_row, write_trial
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = str(ROOT / "search_spaces" / "demo" / "base.yaml")
@@ -289,7 +291,7 @@ def test_the_searcher_anchors_a_learning_rate_search_at_the_no_unlearn_row(tmp_p
     """Once stage 1 wrote the study's No-unlearn row, the gap sampler sees it as the front's lr -> 0 end:
     the proposal after the initial design fills the gap to it at a lower lr (finish() keeps every
     configuration far from the No-unlearn point (1.0, 1.0)); a study with a fixed lr has no anchor."""
-    from sweeper.stage1 import baseline_id
+    from sweeper.records import baseline_id
     path = front_grid(tmp_path, search={"kind": "front", "budget": 4, "initial": 2})
     storage = Storage(str(tmp_path / "runs"))
     searcher = FrontSearcher(load_search(path), storage, "fs", {"storage": storage.uri})

@@ -1,4 +1,4 @@
-"""The trial body without Ray (``sweeper.trial.unlearn_trial``): a trial stopped after a checkpoint and
+"""The trial body without Ray (``sweeper.worker.unlearn_trial``): a trial stopped after a checkpoint and
 resumed from it writes exactly the steps and results of a trial that ran straight through, whichever
 session (Ray Train, inline) stores the checkpoint; and the launcher refuses ``--runner inline`` for a
 multi-worker model before any work starts."""
@@ -16,7 +16,8 @@ from sweeper.grid import expand_grid
 from sweeper.launch import main as launch_main
 from sweeper.storage import Storage
 from sweeper.targets import ensure_target
-from sweeper.trial import InlineSession, run_inline, unlearn_trial
+from sweeper.trial import InlineSession, run_inline
+from sweeper.worker import unlearn_trial
 
 STEPS, EVERY = 6, 3
 
@@ -148,7 +149,7 @@ def test_inline_runner_retries_from_its_checkpoint(setup, monkeypatch):
 def test_a_stop_marker_ends_the_trial_as_stopped_dominated(setup):
     """A front search's scheduler writes _STOP; the trial ends at its next step with what it measured:
     its steps so far, its last evaluation as its point, the reason, and no full final evaluation."""
-    from sweeper.front_searcher import STOP_MARKER
+    from sweeper.records import STOP_MARKER
     spec, storage, _ = setup
     spec = dataclasses.replace(spec, run="stopped", search={"kind": "front", "sampler": "gap", "study": "s",
                                                             "early_stop": {"min_steps": 1, "margin": 0}})

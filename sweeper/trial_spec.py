@@ -1,0 +1,139 @@
+"""A trial as plain data (``TrialSpec``), the grid's error type, and the content hash of a target.
+
+The lowest module of the grid side: everything that reads, plans or runs trials imports its names from
+here, and it imports nothing of the sweeper's but the defaults of ``sweeper.grid_checks``::
+
+    spec = TrialSpec.from_dict(d)        # travels to Ray workers as a dict
+    spec.trial_id, spec.config_hash, spec.target_hash
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from sweeper.grid_checks import MODEL_DEFAULTS
+
+
+class GridError(ValueError):
+    """Every problem of a grid file, one sentence each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass
+class TrialSpec:
+    """One trial, as plain data (it travels to Ray workers as a dict)."""
+    run: str
+    model: dict
+    data: dict
+    target: dict
+    method: str                 # the combination rule
+    method_params: dict
+    forget_loss: str
+    forget_loss_params: dict
+    label: str                  # the method's name on plots: gdiff, ngdiff, npo, ...
+    lr_mode: str
+    lr: float
+    optimizer: str
+    weight_decay: float
+    steps: int
+    batch_size: int
+    autolr: dict
+    eval: dict
+    seed: int
+    max_failures: int = 1
+    plugins: list = field(default_factory=list)
+    #: A front search's settings and study (sweeper.search); empty for a grid's trials.
+    search: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrialSpec":
+        return cls(**d)
+
+    @property
+    def config_hash(self) -> str:
+        d = self.to_dict()
+        d.pop("run")
+        if not d["search"]:  # grid trials hash as they did before front searches existed
+            d.pop("search")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def target_hash(self) -> str:
+        return target_hash(self.model, self.data, self.target)
+
+    @property
+    def trial_id(self) -> str:
+        c = f"-c{self.method_params['c']:g}" if "c" in self.method_params else ""
+        # A front search's other searched parameters (NPO's beta, ...) are named too: they vary trial to trial.
+        params = {**self.method_params, **self.forget_loss_params}
+        c += "".join(f"-{k}{params[k]:g}" for k in self.search.get("searched", ()) if k in params and k != "c")
+        model = self.model["name"].replace("/", "_")
+        return f"{model}_{self.label}{c}_{self.lr_mode}_lr{self.lr:g}_s{self.seed}_{self.config_hash[:8]}"
+
+    @property
+    def c(self) -> float | None:
+        return self.method_params.get("c")  # GDiff's c, or a plugin rule's parameter of that name
+
+
+#: Bumped whenever the code changes what a target folder holds (data generation, tokenizer, saved files),
+#: so caches built by older code are not reused.
+TARGET_FORMAT = 3
+
+
+def published_source(model: dict, data: dict, variant: str = "full") -> str | None:
+    """The published checkpoint a target is loaded from instead of fine-tuned: the model's ``checkpoint``
+    (the No-unlearn target) or ``retrained_reference`` (the retain-only model, ``{forget_split}`` and
+    ``{retain_split}`` filled in from the data), or None when stage 1 fine-tunes it."""
+    source = model.get("checkpoint") if variant == "full" else model.get("retrained_reference")
+    if not source:
+        return None
+    split = str(data.get("forget_split", ""))
+    retain = f"retain{100 - int(split[-2:])}" if split[-2:].isdigit() else ""
+    return str(source).format(forget_split=split, retain_split=retain)
+
+
+def target_hash(model: dict, data: dict, recipe: dict, variant: str = "full") -> str:
+    """Content hash of what determines a target: the model (with its template and, for a published
+    checkpoint, its source and folder fingerprint), the data, the fine-tune recipe (unless nothing is
+    fine-tuned), whether it is the No-unlearn model (``full``) or the retrained reference
+    (``retain_only``), and the format."""
+    m = {**MODEL_DEFAULTS, **model}
+    source = published_source(m, data, variant)
+    key = {"model": {k: m[k] for k in ("name", "dtype", "trust_remote_code", "template", "tokenizer")},
+           "data": data, "format": TARGET_FORMAT}
+    if source:
+        key["source"] = source
+        key["fingerprint"] = (m.get("fingerprints") or {}).get(source)
+    else:
+        key["recipe"] = recipe
+    if variant != "full":
+        key["variant"] = variant
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def folder_fingerprint(path: str) -> str:
+    """Names, sizes and modification times of a folder's files: a local checkpoint that changes gets a
+    new target hash, while an unchanged one is reused. Computed once, in the launcher, and carried in
+    the trial spec so every node agrees."""
+    entries = []
+    for root, _, files in sorted(os.walk(path)):
+        for f in sorted(files):
+            st = os.stat(os.path.join(root, f))
+            entries.append((os.path.relpath(os.path.join(root, f), path), st.st_size, int(st.st_mtime)))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+
+
+def with_fingerprints(model: dict, data_entries: list[dict]) -> dict:
+    """The model entry plus ``fingerprints``: {local folder: fingerprint} of its published sources."""
+    sources = {published_source(model, d, v) for d in data_entries for v in ("full", "retain_only")}
+    sources.add(model.get("tokenizer"))
+    prints = {s: folder_fingerprint(s) for s in sorted(x for x in sources if x and os.path.isdir(x))}
+    return {**model, "fingerprints": prints} if prints else model
