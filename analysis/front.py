@@ -26,7 +26,7 @@ import pandas as pd
 from analysis.load import BASELINE, REFERENCE, RunData, devices
 from analysis.pareto import ROUGE_REF, ROUGE_SENSES, _sense_is_min, hypervolume_2d, pareto_front
 from analysis.tables import label_trials, t_half_width
-from sweeper.results import STEP_SCHEMA
+from sweeper.store.results import STEP_SCHEMA
 
 #: A configuration: every setting of a trial but its seed. The seeds of one configuration are averaged.
 #: ``config`` (from params_json) tells apart what the named columns do not, such as NPO's beta.
@@ -141,7 +141,7 @@ def search_axes(data: RunData):
         x, y, senses, ref = search_axes(data)
         trace = hypervolume_trace(data, x, y, ref, senses)
     """
-    from sweeper.search_settings import SENSES
+    from sweeper.grid.search_settings import SENSES
     pairs = set()
     for text in data.summaries.get("params_json", pd.Series(dtype=object)).dropna():
         objectives = ((json.loads(text).get("search") or {}).get("objectives")) if isinstance(text, str) else None

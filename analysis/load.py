@@ -1,6 +1,6 @@
 """Read what a sweep wrote: the one module of the analysis that reads files.
 
-Layout (see ``sweeper/results.py``)::
+Layout (see ``sweeper/store/results.py``)::
 
     <run>/trials/<trial_id>/summary.parquet   one row: config + final metrics
     <run>/trials/<trial_id>/steps.parquet     curves, one row per step
@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-# sweeper.results only imports pyarrow; the analysis must never pull in torch or ray.
-from sweeper.results import STEP_SCHEMA, SUMMARY_SCHEMA
+# sweeper.store.results only imports pyarrow; the analysis must never pull in torch or ray.
+from sweeper.store.results import STEP_SCHEMA, SUMMARY_SCHEMA
 
 BASELINE = "no_unlearn"
 #: The retrained (retain-only) reference's row, written by stage 1 when a run has one: TOFU's "Retain".

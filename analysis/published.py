@@ -12,7 +12,7 @@ reproducibility page, ``docs/results.md`` of github.com/locuslab/open-unlearning
 unlearning on the Llama-2-7b-hf-chat architecture", "... on the Llama-3.2-1B-Instruct architecture"
 (split = TOFU forget split; the retain checkpoint of forget01/05/10 is ``_retain99/95/90``) and "MUSE
 unlearning on the benchmark's target models" (split ``news`` / ``books``). Metric names are this
-project's summary columns (``sweeper/results.py``):
+project's summary columns (``sweeper/store/results.py``):
 
 =======================  ======================  ===================================================
 OpenUnlearning           here                    scale

@@ -15,8 +15,8 @@ import sys
 import torch
 
 from harness import clone, cli, fmt_stats, n_params, setup, stats
-from sweeper.autolr import AutoLR, AutoLRConfig
-from sweeper.lm import sequence_logprobs
+from sweeper.unlearn.autolr import AutoLR, AutoLRConfig
+from sweeper.models.lm import sequence_logprobs
 
 TARGET = 0.07
 K = 10

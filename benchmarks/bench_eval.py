@@ -21,7 +21,7 @@ from sweeper.metrics.generation import greedy_generate, greedy_generate_sequenti
 TARGET = 5.0
 N_QUESTIONS = 64
 MAX_NEW_TOKENS = 24   # the demo grid's eval.max_new_tokens
-BATCH_SIZE = 32       # sweeper.evaluate's default
+BATCH_SIZE = 32       # sweeper.metrics.evaluate's default
 
 
 def bench_model(S, label: str, model, prompts: list[str], repeats: int) -> dict:

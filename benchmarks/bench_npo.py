@@ -1,9 +1,9 @@
 """Benchmark 3: NPO's peak memory vs GDiff's (reference log-probs cached; no second model in memory).
 
-Variants (sweeper.loop.Unlearner, Adam, the same batches): ``gdiff`` (rule gdiff c=0.5, forget loss nll),
+Variants (sweeper.unlearn.loop.Unlearner, Adam, the same batches): ``gdiff`` (rule gdiff c=0.5, forget loss nll),
 ``npo`` (the grid's npo preset: rule ga, forget loss npo, beta 0.1) and ``gdiff+npo`` (rule gdiff c=0.5, forget
 loss npo). NPO's pi_ref is the per-row log-probability of the starting model computed by stage 1's own
-``sweeper.targets.reference_logprobs``, so the loop holds a [n_forget] float tensor instead of a second model.
+``sweeper.unlearn.targets.reference_logprobs``, so the loop holds a [n_forget] float tensor instead of a second model.
 Target: peak(NPO) / peak(GDiff) <= 1.05.
 
     python benchmarks/bench_npo.py [--quick] [--device cpu|cuda] [--model-size small|phi|phi-mini] [--json out.json]
@@ -15,7 +15,7 @@ import sys
 import warnings
 
 from harness import MB, clone, cli, fmt, fmt_stats, interleaved, n_params, peak_memory, ratios, setup, stats
-from sweeper.targets import reference_logprobs
+from sweeper.unlearn.targets import reference_logprobs
 from sweeper.tasks import get_task
 
 TARGET = 1.05

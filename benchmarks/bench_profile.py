@@ -1,6 +1,6 @@
 """Benchmark 7: where the time goes in one trial, and achieved FLOP/s (MFU) against the measured matmul peak.
 
-1 (CPU, small models). One demo-sized trial in-process, phase by phase, as sweeper.trial runs it without Ray: NGDiff
+1 (CPU, small models). One demo-sized trial in-process, phase by phase, as sweeper.cluster.trial runs it without Ray: NGDiff
   + Adam + AutoLR (K = 10), 30 steps of batch 8 + 8, the TOFU task's curve_metrics every 10 steps (+ the checkpoint
   torch.save), then evaluate + select, on the built-in TOFU twin and a target fine-tuned until answers end at EOS.
   Phases are timed by wrapping the Unlearner *instance*'s methods, torch.Tensor.backward and tofu_eval's helpers
@@ -8,7 +8,7 @@
 2. Ray's share of a demo-sized trial, read (not measured) from a run folder (``--run``, bench_ray.read_run).
 3 (any device and --model-size). FLOPs of a static NGDiff step (harness.count_flops, on a second copy stepping
   the same batches), its time, tokens/s and MFU against the best measured torch.mm rate in the compute dtype (CUDA
-  bf16: also against sweeper.estimate's 989 TFLOP/s spec). ``--device cuda --model-size phi`` is the former
+  bf16: also against sweeper.cluster.estimate's 989 TFLOP/s spec). ``--device cuda --model-size phi`` is the former
   gpu_phi.py's Phi-1.5-size check in bf16 compute; NOT YET RUN ON A GPU (phi-mini runs the path on a CPU).
 4 (CPU, small models). One step under torch.profiler split into matmul kernels, other tensor ops, framework
   overhead and Python, and the matmul rates at the step's own shapes.
@@ -31,8 +31,8 @@ import torch
 
 from harness import ROOT, clone, cli, count_flops, fine_tune, fmt, fmt_stats, matmul_peak, mm_rate, n_params, \
     setup, stats
-from sweeper.estimate import GPU_PEAK_BF16
-from sweeper.grid import DEFAULTS
+from sweeper.cluster.estimate import GPU_PEAK_BF16
+from sweeper.grid.load import DEFAULTS
 from sweeper.tasks import get_task, tofu_eval
 
 STEPS, K = 30, 10                 # the demo grid's unlearn.steps and AutoLR's K
@@ -472,7 +472,7 @@ def run(args) -> dict:
               "batches; the CPU flash-attention kernel gets torch's sdpa formula). Adam, norms, GELU, softmax, the loss "
               "and the Unlearner's dots are not counted (a few %, memory-bound). MFU = achieved / the best measured "
               "matmul rate (squares and, on the CPU, the step's own shapes).",
-              f"Precision: {S.dtype} compute (sweeper.models.compute_precision); weights and Adam state float32."]
+              f"Precision: {S.dtype} compute (sweeper.models.language.compute_precision); weights and Adam state float32."]
     raw = {"peak": {"gflops": peak, "where": peak_where, "squares": squares}, "dispatch_floor_us": floor_us,
            "first_call": first_call, "models": res}
     return {"title": "7. Where the time goes in one trial, and achieved FLOP/s vs the matmul peak",

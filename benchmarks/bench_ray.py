@@ -4,7 +4,7 @@ and the trial length above which two concurrent trials beat one process with bot
 Starts a local Ray (2 CPUs). The trials are the smoke grid's first ``--trials`` (default 4; --quick 1) on its
 target (reused from ``runs/targets`` or this benchmark's cache in the temp folder, else built once, ~40 s):
 
-1. in one process, in sequence, without Ray (``sweeper.worker.unlearn_trial`` with a session that keeps nothing),
+1. in one process, in sequence, without Ray (``sweeper.unlearn.worker.unlearn_trial`` with a session that keeps nothing),
    with 1 torch thread (as a trial worker) and with 2 (one process using both cores; not with --quick);
 2. under Ray with the launcher's own ``run_trials`` for each runner (``train``: a Ray Train job per trial;
    ``inline``: in the reused Tune trial process) at concurrency 1 and 2 (--quick: 1 only, so no cross-over);
@@ -82,9 +82,9 @@ NULL_SESSION = types.SimpleNamespace(restore=lambda: None, report=lambda metrics
 
 def prepare(storage_dir: str, n: int):
     """The smoke grid's first ``n`` trials, their target linked into ``storage_dir`` (built once if needed)."""
-    from sweeper.grid import expand_grid
-    from sweeper.storage import Storage
-    from sweeper.targets import ensure_target
+    from sweeper.grid.load import expand_grid
+    from sweeper.store.storage import Storage
+    from sweeper.unlearn.targets import ensure_target
     specs = expand_grid("smoke", run="bench")[:n]
     h = specs[0].target_hash
     src = next((d for d in (os.path.join(ROOT, "runs"), CACHE)
@@ -101,7 +101,7 @@ def in_process(specs, storage, threads: int, run: str | None = None) -> dict:
     """The trials one after another in this process (no Ray): total wall time and each trial's loop time."""
     import torch
 
-    from sweeper.worker import unlearn_trial
+    from sweeper.unlearn.worker import unlearn_trial
     loops, t0 = [], time.perf_counter()
     for spec in specs:
         spec = dataclasses.replace(spec, run=run or f"inproc{threads}", model={**spec.model, "cpus_per_worker": threads})

@@ -8,8 +8,8 @@ trial time for a paper-style schedule, FLOPs and throughput, and a GPU-hour esti
 * FLOPs of those very steps (harness.count_flops: matmuls, convolutions, attention), tokens/s, achieved FLOP/s and
   its share of the measured matmul peak (harness.matmul_peak).
 * Trial time for a paper-style schedule: 15 epochs over the forget set, then one final evaluation
-  (sweeper.evaluate.evaluate_qa on min(n_forget, 100) forget and as many retain questions, 24 new tokens).
-* Log-log slopes (numpy.polyfit) of each curve, and the GPU-hours of ``--grid paper`` from FLOPs (sweeper.estimate)
+  (sweeper.metrics.evaluate.evaluate_qa on min(n_forget, 100) forget and as many retain questions, 24 new tokens).
+* Log-log slopes (numpy.polyfit) of each curve, and the GPU-hours of ``--grid paper`` from FLOPs (sweeper.cluster.estimate)
   at an assumed 35 % MFU of an H100/H200's bf16 peak and at the MFU measured here.
 
 The plot goes to ``benchmarks/scaling.png`` (--quick: to the temp folder, keeping the measured plot).
@@ -30,10 +30,10 @@ import torch
 from harness import THREADS, clone, cli, count_flops, fmt_stats, gpt2, interleaved, matmul_peak, n_params, setup, \
     stats, tiny
 from sweeper.data.qa import QADataset
-from sweeper.estimate import ASSUMED_MFU, GPU_PEAK_BF16, TOFU_TOKENS_PER_ROW, flops_per_row, gpu_hours, \
+from sweeper.cluster.estimate import ASSUMED_MFU, GPU_PEAK_BF16, TOFU_TOKENS_PER_ROW, flops_per_row, gpu_hours, \
     resnet50_flops_per_image, row_tokens, trial_flops
-from sweeper.evaluate import evaluate_qa
-from sweeper.grid import expand, load_grid, resolve_grid_path
+from sweeper.metrics.evaluate import evaluate_qa
+from sweeper.grid.load import expand, load_grid, resolve_grid_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N_FORGET, N_RETAIN = 20, 180   # the smoke/demo grids' split sizes while another factor varies
@@ -266,13 +266,13 @@ def run(args) -> dict:
         "padded lengths); a trial's cost scales with the forget set through its number of steps (a fixed number of "
         "epochs, the paper: 15) and of evaluated questions. Trial table: fresh tiny-gpt2 Unlearner per trial (random "
         f"init: every answer runs the full {EVAL_NEW_TOKENS} new tokens, the worst case); final evaluation = "
-        "sweeper.evaluate.evaluate_qa (ROUGE-L/exact, answer NLL); Truth Ratio, Model Utility and curve evaluations "
+        "sweeper.metrics.evaluate.evaluate_qa (ROUGE-L/exact, answer NLL); Truth Ratio, Model Utility and curve evaluations "
         "not included.",
         f"Built-in rows: {np.mean([len(x['input_ids']) for x in QADataset(S.data.rows, S.data.tokenizer)]):.1f} tokens "
         f"on average in the data's {len(S.data.tokenizer)}-token BPE (padded: "
         f"{pad['tokens_padded'] / pad['tokens_real']:.2f}x at batch 8+8); shorter than TOFU's, so the GPU estimate "
         "does not use them.",
-        "GPU estimate: trials as `python -m sweeper.launch --grid paper` expands them; sweeper.estimate's FLOPs per "
+        "GPU estimate: trials as `python -m sweeper.launch --grid paper` expands them; sweeper.cluster.estimate's FLOPs per "
         f"trained row (6 N + 12 L d T) T with the published models' N, L, d, T = {TOFU_TOKENS_PER_ROW} tokens per TOFU "
         "row (ASSUMED) and 512 per MUSE chunk, x 2 batches x batch x steps, + AutoLR's 2 probe forwards every K steps; "
         f"ResNet-50 ({est['resnet50'][0] / 1e6:.1f}M): {est['resnet50'][1] / 1e9:.2f} GFLOP per image. Not counted: "
@@ -293,7 +293,7 @@ def run(args) -> dict:
     cols = ["config", "params", "tokens/step (real / padded)", "CPU ms/step", "wall ms/step", "GFLOP/step",
             "FLOPs / (6 N T_padded)", f"tokens/s (padded, {j})", "GFLOP/s", "of mm peak"]
     return {"title": "6. Scaling of cost with work", "summary": summary, "notes": notes,
-            "intro": [f"sweeper.loop.Unlearner steps, NGDiff, Adam lr 1e-3, static lr, no evaluation inside the timed "
+            "intro": [f"sweeper.unlearn.loop.Unlearner steps, NGDiff, Adam lr 1e-3, static lr, no evaluation inside the timed "
                       f"steps; {S.dev.name}; every configuration of a factor runs the same {block} steps (from step "
                       f"{FIRST_STEP}, after 2 warm-up steps) per repeat, interleaved, order rotated; {rep} repeats "
                       f"({rep_model} x {block_model} steps for the model factor). Cells: min / **median** / max per "

@@ -3,8 +3,8 @@
 Variants, each on its own copy of the same initial model, stepping through the same (retain, forget) batches
 (the loop's StepBatches, same seed: step t sees the same tokens in every variant):
 
-* ``ngdiff``   sweeper.loop.Unlearner, method ngdiff (two backward passes, norms, flat g_R copy);
-* ``gdiff(a)`` sweeper.loop.Unlearner, method gdiff c=0.5 (the same two backward passes, logs the norms);
+* ``ngdiff``   sweeper.unlearn.loop.Unlearner, method ngdiff (two backward passes, norms, flat g_R copy);
+* ``gdiff(a)`` sweeper.unlearn.loop.Unlearner, method gdiff c=0.5 (the same two backward passes, logs the norms);
 * ``gdiff(b)`` harness.PlainGDiff: loss = c L_R - (1-c) L_F, ONE backward, optimizer step.
 
 Targets: time ratio NGDiff / GDiff <= 1.05; peak memory at most one extra parameter-sized buffer.
@@ -96,7 +96,7 @@ def run(args) -> dict:
     ]
     if S.dtype != "float32":
         notes.append(f"Precision: float32 weights, gradients and Adam state; every step under "
-                     f"sweeper.models.compute_precision({S.dtype!r}) (torch.autocast, cast cache off), as trials with "
+                     f"sweeper.models.language.compute_precision({S.dtype!r}) (torch.autocast, cast cache off), as trials with "
                      f"`dtype: {S.dtype}` run. Random weights; real-length synthetic rows.")
     if args.dev.cuda:
         notes.append("CUDA: blocks synchronised; targets judged on wall time (the CPU columns are the host's time).")

@@ -4,8 +4,8 @@ built on :func:`cli`: ``--quick`` (a smoke run, not a measurement), ``--device c
 ``--model-size`` where offered). ``run_all.py`` runs them all and renders ``RESULTS.md``.
 
 Set-up (:func:`setup`): synthetic fictitious-author QA (sweeper.data.synthetic), the BPE trained on it, QADataset /
-collate_qa, models from sweeper.models or a transformers config, sweeper.loop.Unlearner (+ sweeper.autolr) stepping
-under sweeper.models.compute_precision. Sizes: ``small`` = tiny-gpt2 (0.43M) + gpt2-5m (GPT-2 d=256 x 6), float32,
+collate_qa, models from sweeper.models.language or a transformers config, sweeper.unlearn.loop.Unlearner (+ sweeper.unlearn.autolr) stepping
+under sweeper.models.language.compute_precision. Sizes: ``small`` = tiny-gpt2 (0.43M) + gpt2-5m (GPT-2 d=256 x 6), float32,
 batch 8 + 8, lr 1e-3; ``phi`` = Phi-1.5's shape (1.42B, random weights), float32 weights/state with bf16 compute
 (the product's ``dtype: bfloat16``), real-length rows, batch 32 + 32, lr 1e-5, CUDA only (~75 GiB with three
 variants resident), NOT YET RUN ON A GPU; ``phi-mini`` = the phi recipe at hidden 128 x 2 layers (its CPU check).
@@ -39,14 +39,14 @@ for k, v in (("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_DISABLE_PROGRESS_BARS
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from sweeper.autolr import AutoLRConfig  # noqa: E402
+from sweeper.unlearn.autolr import AutoLRConfig  # noqa: E402
 from sweeper.data.qa import QADataset, collate_qa  # noqa: E402
 from sweeper.data.synthetic import make_authors, qa_rows  # noqa: E402
 from sweeper.data.tokenizer import train_tokenizer  # noqa: E402
-from sweeper.lm import sequence_logprobs  # noqa: E402
-from sweeper.loop import LoopConfig, StepBatches, Unlearner  # noqa: E402
-from sweeper.optimizers import make_optimizer  # noqa: E402
-from sweeper.models import build_model, compute_precision, count_parameters as n_params  # noqa: E402,F401
+from sweeper.models.lm import sequence_logprobs  # noqa: E402
+from sweeper.unlearn.loop import LoopConfig, StepBatches, Unlearner  # noqa: E402
+from sweeper.unlearn.optimizers import make_optimizer  # noqa: E402
+from sweeper.models.language import build_model, compute_precision, count_parameters as n_params  # noqa: E402,F401
 
 #: torch intra-op threads; 1 = a trial worker with cpus_per_worker: 1, and no fight for the second core.
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))
@@ -82,7 +82,7 @@ class Data:
 
 
 def tiny(arch: str) -> Callable:
-    """The product's tiny twin (``sweeper.models.build_model``)."""
+    """The product's tiny twin (``sweeper.models.language.build_model``)."""
     return lambda data, seed=0: build_model(f"tiny-{arch}", vocab_size=len(data.tokenizer), seed=seed,
                                             pad_id=data.pad_id, eos_id=data.tokenizer.eos_token_id)
 

@@ -18,12 +18,12 @@ import sys
 import time
 from collections import Counter
 
-from sweeper.grid import GridError, TrialSpec, expand_grid, load_grid, resolve_grid_path
-from sweeper.plan import (RUNNERS, capacity_problems, concurrency, device_time_estimate, print_plan,  # noqa: F401
+from sweeper.grid.load import GridError, TrialSpec, expand_grid, load_grid, resolve_grid_path
+from sweeper.cluster.plan import (RUNNERS, capacity_problems, concurrency, device_time_estimate, print_plan,  # noqa: F401
                           print_search_plan, runner_for, runner_problems, trial_shape)
-from sweeper.search import FrontSearch, load_search
-from sweeper.search_settings import SENSES, search_settings
-from sweeper.storage import Storage
+from sweeper.front.studies import FrontSearch, load_search
+from sweeper.grid.search_settings import SENSES, search_settings
+from sweeper.store.storage import Storage
 
 #: A custom resource held by each Tune trial's own process, so that it takes no CPU from its workers
 #: (a 1-CPU trial driver plus 1-CPU workers deadlock a 2-CPU machine silently; see RAY-NOTES).
@@ -90,8 +90,8 @@ def build_targets(specs: list[TrialSpec], storage: Storage, run: str) -> list[st
 
     @ray.remote(num_cpus=1)
     def stage1(spec_dict: dict, uri: str, log_rel: str, lines) -> str | None:
-        from sweeper.stage1 import target_and_baseline
-        from sweeper.records import capture_failure
+        from sweeper.cluster.stage1 import target_and_baseline
+        from sweeper.store.records import capture_failure
         spec = TrialSpec.from_dict(spec_dict)
         try:
             target_and_baseline(spec, Storage(uri), lambda line: lines.put(line))
@@ -158,9 +158,9 @@ def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, tr
     stops trials dominated on ``objectives``."""
     from ray import tune
 
-    from sweeper.front_searcher import DominatedStopper, FrontBook, FrontSearcher, finished_points
-    from sweeper.progress import TrialLines
-    from sweeper.trial import run_trial
+    from sweeper.front.searcher import DominatedStopper, FrontBook, FrontSearcher, finished_points
+    from sweeper.cluster.progress import TrialLines
+    from sweeper.cluster.trial import run_trial
 
     inline = any(runner_for(s, runner) == "inline" for s in specs)
     if not verbose:  # TrialLines prints one line per trial; the new output engine would print a table too
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
         return 2
     storage = Storage(args.storage)
     run = specs[0].run
-    from sweeper.tracking import tracker_problems
+    from sweeper.cluster.tracking import tracker_problems
     trackers = [t for arg in args.track for t in arg.split(",") if t]
     if (problems := runner_problems(specs, args.runner) + tracker_problems(trackers, storage.url(run))):
         print("error: " + "\n".join(problems), file=sys.stderr)
@@ -259,7 +259,7 @@ def main(argv=None) -> int:
         print(f"stage 2: {search.budget if search else len(runnable)} trials"
               + (f" at most (front search, sampler {search.settings['sampler']})" if search else "")
               + f", {conc} at a time", flush=True)
-        from sweeper.tracking import tracker_callbacks
+        from sweeper.cluster.tracking import tracker_callbacks
         callbacks = tracker_callbacks(trackers, storage.url(run), run, specs={s.trial_id: s.to_dict() for s in runnable})
         run_trials(runnable, storage, run, conc, trial_resources, retry_failed=args.retry_failed, runner=args.runner,
                    verbose=args.verbose, callbacks=callbacks, search=search, early_stop=settings["early_stop"],
@@ -282,7 +282,7 @@ def main(argv=None) -> int:
         from analysis.report import main as report_main
         report_main([storage.url(run)])
         if trackers and storage.is_local:
-            from sweeper.tracking import attach_report
+            from sweeper.cluster.tracking import attach_report
             attach_report(trackers, storage.url(run), run, storage.path(f"{run}/report"))
     return 0 if counts.get("failed", 0) == 0 and not failed_targets else 1
 

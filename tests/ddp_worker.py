@@ -11,12 +11,12 @@ from functools import partial
 
 import torch
 
-from sweeper.autolr import AutoLRConfig
+from sweeper.unlearn.autolr import AutoLRConfig
 from sweeper.data.qa import QADataset, collate_qa
 from sweeper.data.synthetic import make_authors, qa_rows
 from sweeper.data.tokenizer import train_tokenizer
-from sweeper.loop import LoopConfig, Unlearner
-from sweeper.models import build_model
+from sweeper.unlearn.loop import LoopConfig, Unlearner
+from sweeper.models.language import build_model
 
 STEPS = 5
 BATCH = 5            # odd global batch: rank 0 gets 3 rows, rank 1 gets 2
@@ -41,7 +41,7 @@ def setup():
     forget, retain = QADataset(forget_rows, tok), QADataset(retain_rows, tok)
     collate = partial(collate_qa, pad_id=tok.pad_token_id)
     # pi_ref: a differently initialised model, so log(pi / pi_ref) != 0 from the first step.
-    from sweeper.targets import reference_logprobs
+    from sweeper.unlearn.targets import reference_logprobs
     from sweeper.tasks import get_task
     ref = reference_logprobs(get_task("tofu"), new_model(tok, seed=1), tok, forget_rows)
     return tok, forget, retain, collate, ref
@@ -70,7 +70,7 @@ def run_case(name: str, data, comm=None) -> dict:
 
 def local_token_counts(data, world_size: int, step: int = 1) -> list[tuple[int, int]]:
     """(retain tokens, forget tokens) each rank holds at ``step``: the premise that they differ."""
-    from sweeper.loop import StepBatches
+    from sweeper.unlearn.loop import StepBatches
     _, forget, retain, collate, _ = data
     out = []
     for r in range(world_size):
@@ -98,7 +98,7 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     """One rank: gloo process group on 127.0.0.1, every case, results to ``out_dir/rank{r}.pt``."""
     import torch.distributed as dist
 
-    from sweeper.distributed import TorchDistComm
+    from sweeper.unlearn.distributed import TorchDistComm
     init_gloo(rank, world_size, port)
     try:
         data = setup()

@@ -1,7 +1,7 @@
 """Helpers for tests/test_fsdp.py: the cases of ``ddp_worker`` run on a model sharded by FSDP2.
 
 Lives in its own module so torch.multiprocessing's spawn can import ``worker`` in the child processes.
-Each rank builds the same tiny GPT-2 as ``ddp_worker``, shards it with ``sweeper.fsdp.shard_model``
+Each rank builds the same tiny GPT-2 as ``ddp_worker``, shards it with ``sweeper.unlearn.fsdp.shard_model``
 (every GPT2Block, then the root) and runs ``Unlearner`` (which switches to its sharded-gradient path);
 the final parameters are gathered with ``DTensor.full_tensor()``. Besides the cases it runs a resumed
 run (checkpoint after step RESUME_AT through ``Unlearner.state_dict``, a fresh sharded model restored
@@ -14,7 +14,7 @@ import os
 import torch
 
 from ddp_worker import CASES, STEPS, init_gloo, new_model, setup
-from sweeper.loop import Unlearner
+from sweeper.unlearn.loop import Unlearner
 
 RESUME_CASE = "ngdiff_autolr_adam"
 RESUME_AT = 3
@@ -30,7 +30,7 @@ def _full_params(model) -> dict:
 
 
 def _sharded_model(tok):
-    from sweeper.fsdp import shard_model
+    from sweeper.unlearn.fsdp import shard_model
     return shard_model(new_model(tok, seed=0), device="cpu")
 
 
@@ -93,8 +93,8 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     """One rank: gloo process group, every case sharded, results to ``out_dir/rank{r}.pt``."""
     import torch.distributed as dist
 
-    from sweeper.distributed import TorchDistComm
-    from sweeper.evaluate import evaluate_qa
+    from sweeper.unlearn.distributed import TorchDistComm
+    from sweeper.metrics.evaluate import evaluate_qa
     init_gloo(rank, world_size, port)
     try:
         data = setup()

@@ -20,7 +20,7 @@ from analysis.pareto import hypervolume_2d, hypervolume_by_method, pareto_front
 from analysis.report import main as report_main
 from analysis.success import SuccessCriteria, success_flags
 from analysis.tables import autolr_table, method_label, model_label, paper_table, summary_markdown
-from sweeper.results import STEP_SCHEMA, SUMMARY_SCHEMA, to_table
+from sweeper.store.results import STEP_SCHEMA, SUMMARY_SCHEMA, to_table
 
 # ---------------------------------------------------------------- Pareto front
 

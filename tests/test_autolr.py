@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from sweeper.autolr import AutoLR, AutoLRConfig, QuadraticFit, fit_quadratic, propose_lr
+from sweeper.unlearn.autolr import AutoLR, AutoLRConfig, QuadraticFit, fit_quadratic, propose_lr
 
 # No clipping, no smoothing: eta_new is the raw minimiser.
 RAW = AutoLRConfig(every=1, clip_low=1e-12, clip_high=1e12, smoothing=0.0)

@@ -21,9 +21,9 @@ import torch
 
 import ddp_worker
 from equivalence import autolr_tolerance, rel, spawn_ranks
-from sweeper.distributed import Comm
-from sweeper.lm import sequence_logprobs
-from sweeper.loop import StepBatches
+from sweeper.unlearn.distributed import Comm
+from sweeper.models.lm import sequence_logprobs
+from sweeper.unlearn.loop import StepBatches
 
 WORLD = 2
 RTOL = 1e-5          # rows: losses, norms, dot, weights, lr, AutoLR fields

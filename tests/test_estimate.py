@@ -1,10 +1,10 @@
-"""FLOP-based device-time estimates (sweeper.estimate) and the dry-run line that prints them."""
+"""FLOP-based device-time estimates (sweeper.cluster.estimate) and the dry-run line that prints them."""
 import dataclasses
 
 import pytest
 
-from sweeper.estimate import GPU_PEAK_BF16, KNOWN_LMS, TOFU_TOKENS_PER_ROW, gpu_hours, trial_flops
-from sweeper.grid import expand_grid
+from sweeper.cluster.estimate import GPU_PEAK_BF16, KNOWN_LMS, TOFU_TOKENS_PER_ROW, gpu_hours, trial_flops
+from sweeper.grid.load import expand_grid
 from sweeper.launch import device_time_estimate
 
 

@@ -21,8 +21,8 @@ from analysis.load import RunData, load_run
 from analysis.pareto import ROUGE_REF, ROUGE_SENSES, hypervolume_2d
 from analysis.report import hypervolumes, main as report_main
 from analysis.tables import autolr_table, paper_table
-from sweeper.results import STEP_SCHEMA, SUMMARY_FIELDS, SUMMARY_SCHEMA, schema, to_table
-from sweeper.storage import Storage
+from sweeper.store.results import STEP_SCHEMA, SUMMARY_FIELDS, SUMMARY_SCHEMA, schema, to_table
+from sweeper.store.storage import Storage
 
 X, Y = "rouge_forget", "rouge_retain"
 GPUS_2 = '{"model": {"gpus_per_worker": 2}}'
@@ -59,7 +59,7 @@ def _run_data(trials: list[tuple[dict, list[dict]]]) -> RunData:
 
 
 def _write_run(root: Path, name: str, trials, summary_schema=SUMMARY_SCHEMA) -> Path:
-    """Write the trials as ``sweeper.records.write_trial`` does (Parquet through Storage, then _SUCCESS)."""
+    """Write the trials as ``sweeper.store.records.write_trial`` does (Parquet through Storage, then _SUCCESS)."""
     storage = Storage(str(root))
     for summary, steps in trials:
         base = f"{name}/trials/{summary['trial_id']}"

@@ -1,7 +1,7 @@
 """Two gloo workers with an FSDP2-sharded model reproduce one unsharded worker.
 
 Mirrors tests/test_distributed.py: two spawned processes (gloo on 127.0.0.1) each build the same tiny
-GPT-2, shard it with ``sweeper.fsdp.shard_model`` (each GPT2Block, then the root: every parameter and
+GPT-2, shard it with ``sweeper.unlearn.fsdp.shard_model`` (each GPT2Block, then the root: every parameter and
 gradient becomes a DTensor holding half of the rows) and run ``Unlearner`` for 5 steps of each
 ``ddp_worker.CASES`` case: NGDiff + AutoLR (every 2 steps) + Adam, and GDiff c=0.3 (NPO forget
 objective) + SGD. The loop runs its sharded-gradient path: FSDP reduce-scatters each backward's
@@ -11,7 +11,7 @@ The logged rows and the gathered final parameters (``full_tensor()``) must equal
 run of the same cases.
 
 The 1-process reference computes ||g_R||^2, ||g_F||^2 and g_R.g_F with float64 accumulation
-(``sweeper.loop._dot`` patched for the reference run only). The loop's flat path uses one float32
+(``sweeper.unlearn.loop._dot`` patched for the reference run only). The loop's flat path uses one float32
 ``torch.dot`` over the whole flat buffer, which on this CPU is off by ~5e-6 (relative) for the tiny
 model's 375k parameter values, while the sharded path (per-parameter float32 dots summed in float64) agrees
 with float64 to ~1e-8; against the exact reference the tolerances below measure the sharding alone.
@@ -30,8 +30,8 @@ import torch
 import ddp_worker
 from equivalence import autolr_tolerance, rel, spawn_ranks
 import fsdp_worker
-import sweeper.loop
-from sweeper.distributed import Comm
+import sweeper.unlearn.loop
+from sweeper.unlearn.distributed import Comm
 
 WORLD = 2
 STEP1_RTOL = 1e-6    # step 1 differs only by summation order (shards vs one buffer); measured <= 1e-7
@@ -67,7 +67,7 @@ def runs(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         with pytest.MonkeyPatch.context() as mp_ctx:   # the exact reference (see the module docstring)
-            mp_ctx.setattr(sweeper.loop, "_dot", _exact_dot)
+            mp_ctx.setattr(sweeper.unlearn.loop, "_dot", _exact_dot)
             data = ddp_worker.setup()
             single = {name: ddp_worker.run_case(name, data, Comm()) for name in ddp_worker.CASES}
     finally:

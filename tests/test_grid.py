@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeper.grid import GridError, TrialSpec, expand, load_grid, resolve_grid_path, validate
+from sweeper.grid.load import GridError, TrialSpec, expand, load_grid, resolve_grid_path, validate
 from sweeper.methods import registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -354,7 +354,7 @@ def test_eval_metrics_are_selected_by_name(tmp_path):
     """A grid names its metrics; an unknown one is refused with the allowed names and the closest one."""
     import yaml
 
-    from sweeper.grid import GridError, expand, load_grid
+    from sweeper.grid.load import GridError, expand, load_grid
     from sweeper.tasks import get_task
     grid = yaml.safe_load(open("search_spaces/smoke.yaml"))
     grid["eval"]["metrics"] = ["truth_ratio_forget", "model_utility"]

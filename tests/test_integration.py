@@ -105,7 +105,7 @@ def test_mlflow_lists_one_run_per_trial_with_params_and_metrics(smoke_run, monke
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")   # MLflow 3 keeps file stores behind this switch
 
-    from sweeper.tracking import mlflow_tracking_uri
+    from sweeper.cluster.tracking import mlflow_tracking_uri
     storage, _ = smoke_run
     client = MlflowClient(mlflow_tracking_uri(str(storage / "smoke")))
     experiment = client.get_experiment_by_name("smoke")

@@ -18,12 +18,12 @@ import torch
 from sweeper.data.qa import QADataset, collate_qa
 from sweeper.data.synthetic import make_authors, qa_rows
 from sweeper.data.tokenizer import train_tokenizer
-from sweeper.lm import sequence_logprobs
-from sweeper.loop import Diverged, LoopConfig, StepBatches, Unlearner
+from sweeper.models.lm import sequence_logprobs
+from sweeper.unlearn.loop import Diverged, LoopConfig, StepBatches, Unlearner
 from sweeper.methods import StepScalars, known_rules, make_rule
 from sweeper.methods.registry import _RULES
-from sweeper.models import build_model
-from sweeper.targets import reference_logprobs
+from sweeper.models.language import build_model
+from sweeper.unlearn.targets import reference_logprobs
 from sweeper.tasks import get_task
 
 KEYS = ("loss_retain", "loss_forget", "forget_objective", "norm_retain", "norm_forget", "dot",
@@ -384,7 +384,7 @@ def test_nan_parameter_raises_diverged(env):
 
 
 def test_resume_from_state_dict_is_exact(env):
-    from sweeper.autolr import AutoLRConfig
+    from sweeper.unlearn.autolr import AutoLRConfig
 
     cfg = dict(method="gradnorm", optimizer="adam", lr=1e-3, batch_size=4, seed=2,
                autolr=AutoLRConfig(every=3))
@@ -414,10 +414,10 @@ def test_resume_from_state_dict_is_exact(env):
 # --- mixed precision --------------------------------------------------------------------------------
 
 def test_bf16_compute_keeps_float32_weights_that_move_at_small_lr(env):
-    """A grid's dtype bfloat16 is the compute dtype (sweeper.models.compute_precision): weights, gradients
+    """A grid's dtype bfloat16 is the compute dtype (sweeper.models.language.compute_precision): weights, gradients
     and Adam state stay float32, the forward runs in bf16, and at the paper's lr 1e-5 the weights move --
     where a model cast to bf16 loses most Adam steps to rounding (the reason for mixed precision)."""
-    from sweeper.models import compute_precision
+    from sweeper.models.language import compute_precision
 
     def changed_after_one_step(model, precision) -> tuple[float, torch.dtype]:
         before = [p.detach().clone() for p in model.parameters()]
@@ -439,7 +439,7 @@ def test_bf16_compute_keeps_float32_weights_that_move_at_small_lr(env):
 def test_bf16_compute_sees_weights_changed_inside_the_block(env):
     """One compute_precision block spans a whole trial (steps, AutoLR probes, evaluation), so a weight
     changed in place inside it must change the next forward pass (autocast's cast cache would not)."""
-    from sweeper.models import compute_precision
+    from sweeper.models.language import compute_precision
     model = copy.deepcopy(env.target)
     batch = env.collate([env.rds[0]])
     with compute_precision("bfloat16", "cpu"), torch.no_grad():

@@ -1,5 +1,5 @@
 """The MUSE task end to end on the offline twin: prepare, a tiny GPT-2 target fine-tuned a little through
-``sweeper.targets.fine_tune``, evaluation keys and ranges, datasets and log-probs, three NGDiff steps of the
+``sweeper.unlearn.targets.fine_tune``, evaluation keys and ranges, datasets and log-probs, three NGDiff steps of the
 unlearning loop on the task's datasets, and a grid with a ``kind: muse`` data entry."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from sweeper.grid import GridError, expand, load_grid
-from sweeper.loop import LoopConfig, Unlearner
-from sweeper.targets import fine_tune, reference_logprobs
+from sweeper.grid.load import GridError, expand, load_grid
+from sweeper.unlearn.loop import LoopConfig, Unlearner
+from sweeper.unlearn.targets import fine_tune, reference_logprobs
 from sweeper.tasks import get_task, known_tasks
 from sweeper.tasks.muse import ChunkDataset, chunk_rows, context_limit, fit_icl, fit_prompt
 
@@ -116,7 +116,7 @@ def test_fine_tune_memorises_and_evaluate_in_range(env):
     assert "privleak" not in scores                     # no retrained reference given
     for key in ("final_loss_forget", "final_loss_retain"):
         assert 0 < scores[key] < math.log(len(tok)), key  # trained below a uniform guess
-    from sweeper.results import SAMPLE_SCHEMA, SUMMARY_SCHEMA, to_table
+    from sweeper.store.results import SAMPLE_SCHEMA, SUMMARY_SCHEMA, to_table
     to_table([scores], SUMMARY_SCHEMA)
     to_table(samples, SAMPLE_SCHEMA)
     assert len([s for s in samples if s["metric"] == "verbmem_rouge_recall"]) == len(splits["verbmem_forget"])

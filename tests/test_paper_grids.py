@@ -1,5 +1,5 @@
 """The paper's grids are valid data: every part expands, and `paper` is their union without repeats."""
-from sweeper.grid import expand_grid
+from sweeper.grid.load import expand_grid
 
 PARTS = ["paper/table1", "paper/table1_ngdiff", "paper/table2", "paper/table2_ngdiff", "paper/table3",
          "paper/table4", "paper/table6", "paper/table6_ngdiff", "paper/figure1", "paper/figure5_6"]

@@ -1,4 +1,4 @@
-"""Planning without Ray (``sweeper.plan``): the auto runner's choice, GPU packing with fractional GPUs,
+"""Planning without Ray (``sweeper.cluster.plan``): the auto runner's choice, GPU packing with fractional GPUs,
 and the one-sentence refusals of a grid that can never be placed."""
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from sweeper.grid import expand_grid
+from sweeper.grid.load import expand_grid
 from sweeper.launch import main as launch_main
-from sweeper.plan import capacity_problems, concurrency, gpu_packing, gpu_trials_at_once, runner_for, runner_problems
+from sweeper.cluster.plan import capacity_problems, concurrency, gpu_packing, gpu_trials_at_once, runner_for, runner_problems
 
 
 def spec_with(workers: int, gpus: float, cpus: float = 1):

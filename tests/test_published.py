@@ -52,7 +52,7 @@ def test_published_csv_holds_exactly_the_transcribed_rows():
 
 
 def _row(method: str, model: dict, data: dict, **metrics) -> dict:
-    """A summary row as ``sweeper.stage1`` writes a No-unlearn target's (params_json sorted JSON)."""
+    """A summary row as ``sweeper.cluster.stage1`` writes a No-unlearn target's (params_json sorted JSON)."""
     params = {"model": {"workers": 1, **model}, "data": data, "target": {"lr": 3e-3}, "vocab_size": 32000}
     return dict(model=model["name"], dataset=data["name"], method=method, status="ok",
                 params_json=json.dumps(params, sort_keys=True), **metrics)

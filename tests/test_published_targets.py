@@ -16,12 +16,12 @@ from sweeper.data.synthetic import write_tofu_layout
 from sweeper.data.templates import RowTooLong
 from sweeper.data.tofu import load_tofu
 from sweeper.data.tokenizer import train_tokenizer
-from sweeper.grid import expand_grid, target_hash
-from sweeper.models import build_model
-from sweeper.records import baseline_id
-from sweeper.stage1 import target_and_baseline
-from sweeper.storage import Storage
-from sweeper.worker import unlearn_trial
+from sweeper.grid.load import expand_grid, target_hash
+from sweeper.models.language import build_model
+from sweeper.store.records import baseline_id
+from sweeper.cluster.stage1 import target_and_baseline
+from sweeper.store.storage import Storage
+from sweeper.unlearn.worker import unlearn_trial
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -144,7 +144,7 @@ def test_model_with_too_short_a_context_is_refused_before_training(tmp_path):
 def test_shipped_published_grid_expands_and_dry_runs_offline(capsys):
     """search_spaces/tofu_published.yaml: 3 forget splits x 2 published targets x 6 methods x 2 lr modes;
     each split's Llama reference is the released retain model of that split; --dry-run needs no hub."""
-    from sweeper.grid import published_source
+    from sweeper.grid.load import published_source
     from sweeper.launch import main as launch_main
     specs = expand_grid("tofu_published")
     assert len(specs) == 72 and len({s.target_hash for s in specs}) == 6

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from sweeper.grid import expand, load_grid
+from sweeper.grid.load import expand, load_grid
 from sweeper.methods import StepScalars, make_rule
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -30,6 +30,6 @@ def test_readme_method_example_runs_from_a_grid(tmp_path, monkeypatch):
 
 
 def test_readme_output_schema_is_the_code_schema():
-    """The README's tables of steps/summary/samples/proposals columns are ``python -m sweeper.results``."""
-    from sweeper.results import markdown_table
+    """The README's tables of steps/summary/samples/proposals columns are ``python -m sweeper.store.results``."""
+    from sweeper.store.results import markdown_table
     assert markdown_table().strip() in README.read_text()

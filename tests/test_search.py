@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import yaml
 
-from sweeper.front_searcher import DominatedStopper, FrontBook, FrontSearcher
-from sweeper.records import STOP_MARKER
-from sweeper.grid import GridError, TrialSpec, expand_grid, load_grid
-from sweeper.samplers import GapSampler, GPSampler, OptunaSampler
-from sweeper.search import load_search
-from sweeper.search_settings import Range, search_settings
-from sweeper.storage import Storage
-from sweeper.records import summary_row, write_trial
+from sweeper.front.searcher import DominatedStopper, FrontBook, FrontSearcher
+from sweeper.store.records import STOP_MARKER
+from sweeper.grid.load import GridError, TrialSpec, expand_grid, load_grid
+from sweeper.front.samplers import GapSampler, GPSampler, OptunaSampler
+from sweeper.front.studies import load_search
+from sweeper.grid.search_settings import Range, search_settings
+from sweeper.store.storage import Storage
+from sweeper.store.records import summary_row, write_trial
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = str(ROOT / "search_spaces" / "demo" / "base.yaml")
@@ -115,7 +115,7 @@ def test_a_front_grid_is_not_expanded_as_a_grid(tmp_path):
 
 
 def test_keep_best_takes_a_curve_metric_or_a_weight(tmp_path):
-    from sweeper.grid import validate
+    from sweeper.grid.load import validate
     doc = load_grid(front_grid(tmp_path))
     for keep, ok in (("rouge_retain", True), (0.3, True), ("model_utility", False), (1.5, False)):
         d = {**doc, "search": {"kind": "grid"}, "methods": [{"method": "ngdiff"}], "unlearn": {"lr": [1e-3]},
@@ -291,7 +291,7 @@ def test_the_searcher_anchors_a_learning_rate_search_at_the_no_unlearn_row(tmp_p
     """Once stage 1 wrote the study's No-unlearn row, the gap sampler sees it as the front's lr -> 0 end:
     the proposal after the initial design fills the gap to it at a lower lr (finish() keeps every
     configuration far from the No-unlearn point (1.0, 1.0)); a study with a fixed lr has no anchor."""
-    from sweeper.records import baseline_id
+    from sweeper.store.records import baseline_id
     path = front_grid(tmp_path, search={"kind": "front", "budget": 4, "initial": 2})
     storage = Storage(str(tmp_path / "runs"))
     searcher = FrontSearcher(load_search(path), storage, "fs", {"storage": storage.uri})
@@ -342,7 +342,7 @@ def test_a_trial_tune_gave_up_on_does_not_stall_the_search(tmp_path):
 
 @pytest.mark.parametrize("name, configs, seeds", [("front/demo", 8, [0]), ("front/seeds", 4, [0, 1, 2])])
 def test_the_shipped_front_grids_plan_what_their_comments_say(name, configs, seeds):
-    from sweeper.grid import resolve_grid_path
+    from sweeper.grid.load import resolve_grid_path
     found = load_search(resolve_grid_path(name))
     assert len(found.studies) == 1 and found.budget == configs * len(seeds)
     study = found.studies[0]

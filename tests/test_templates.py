@@ -16,11 +16,11 @@ from sweeper.data.qa import IGNORE, QADataset
 from sweeper.data.templates import (TEMPLATE_NAMES, RowTooLong, attach, get_template, resolve, template_of,
                                     token_limit)
 from sweeper.data.tokenizer import train_tokenizer
-from sweeper.evaluate import greedy_answers
-from sweeper.grid import MODEL_DEFAULTS, expand, load_grid, published_source, target_hash
+from sweeper.metrics.evaluate import greedy_answers
+from sweeper.grid.load import MODEL_DEFAULTS, expand, load_grid, published_source, target_hash
 from sweeper.metrics.generation import greedy_generate, new_token_budget
 from sweeper.metrics.likelihood import answer_logprobs
-from sweeper.models import build_model, context_length
+from sweeper.models.language import build_model, context_length
 
 SMOKE = Path(__file__).resolve().parent.parent / "search_spaces" / "smoke.yaml"
 TEMPLATES = ("question_answer", "llama2_chat", "plain", "chat")

@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 from sweeper.metrics import tofu_metrics as tm
-from sweeper.results import SAMPLE_SCHEMA, SUMMARY_SCHEMA, to_table
+from sweeper.store.results import SAMPLE_SCHEMA, SUMMARY_SCHEMA, to_table
 from sweeper.tasks.tofu import TofuTask
 
 MODEL = {"name": "tiny-gpt2", "dtype": "float32", "trust_remote_code": False}

@@ -8,9 +8,9 @@ import struct
 
 import pytest
 
-from sweeper import tracking
-from sweeper.grid import expand_grid
-from sweeper.tracking import TRACKERS, attach_report, tracked_config, tracker_callbacks, tracker_problems
+from sweeper.cluster import tracking
+from sweeper.grid.load import expand_grid
+from sweeper.cluster.tracking import TRACKERS, attach_report, tracked_config, tracker_callbacks, tracker_problems
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_a_real_sweep_is_tracked_by_mlflow_and_tensorboard(tmp_path, monkeypatch
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     run_dir, experiment = str(tmp_path / "smoke"), "smoke"
 
-    def trainable(config, specs=None):  # what sweeper.trial.run_trial reports, without the unlearning
+    def trainable(config, specs=None):  # what sweeper.cluster.trial.run_trial reports, without the unlearning
         c = specs[config["trial"]]["method_params"].get("c", 1.0)
         for step in (10, 20, 30):
             tune.report({"step": step, "loss_retain": c * step, "loss_forget": -step, "lr": 1e-3})

@@ -1,4 +1,4 @@
-"""The trial body without Ray (``sweeper.worker.unlearn_trial``): a trial stopped after a checkpoint and
+"""The trial body without Ray (``sweeper.unlearn.worker.unlearn_trial``): a trial stopped after a checkpoint and
 resumed from it writes exactly the steps and results of a trial that ran straight through, whichever
 session (Ray Train, inline) stores the checkpoint; and the launcher refuses ``--runner inline`` for a
 multi-worker model before any work starts."""
@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
-from sweeper.grid import expand_grid
+from sweeper.grid.load import expand_grid
 from sweeper.launch import main as launch_main
-from sweeper.storage import Storage
-from sweeper.targets import ensure_target
-from sweeper.trial import InlineSession, run_inline
-from sweeper.worker import unlearn_trial
+from sweeper.store.storage import Storage
+from sweeper.unlearn.targets import ensure_target
+from sweeper.cluster.trial import InlineSession, run_inline
+from sweeper.unlearn.worker import unlearn_trial
 
 STEPS, EVERY = 6, 3
 
@@ -120,7 +120,7 @@ def test_inline_runner_retries_from_its_checkpoint(setup, monkeypatch):
     """--runner inline: an exception at step 5 is retried (max_failures = 1) from the step-3 checkpoint in
     storage; the trial ends ok with every step once, equal to a run without the failure, and the
     checkpoint file is removed."""
-    from sweeper.loop import Unlearner
+    from sweeper.unlearn.loop import Unlearner
     spec, storage, _ = setup
     spec = dataclasses.replace(spec, run="inline_retry")
     monkeypatch.setattr("ray.tune.report", lambda metrics: None)
@@ -149,7 +149,7 @@ def test_inline_runner_retries_from_its_checkpoint(setup, monkeypatch):
 def test_a_stop_marker_ends_the_trial_as_stopped_dominated(setup):
     """A front search's scheduler writes _STOP; the trial ends at its next step with what it measured:
     its steps so far, its last evaluation as its point, the reason, and no full final evaluation."""
-    from sweeper.records import STOP_MARKER
+    from sweeper.store.records import STOP_MARKER
     spec, storage, _ = setup
     spec = dataclasses.replace(spec, run="stopped", search={"kind": "front", "sampler": "gap", "study": "s",
                                                             "early_stop": {"min_steps": 1, "margin": 0}})

@@ -1,7 +1,7 @@
 """The vision task (the paper's Appendix D) on real data that ships with scikit-learn: the 8x8 digits.
 
-A small ResNet is fine-tuned with the shared ``sweeper.targets.fine_tune`` until it classifies its
-training images, then the shared ``sweeper.loop.Unlearner`` runs NGDiff on "forget class 0": the
+A small ResNet is fine-tuned with the shared ``sweeper.unlearn.targets.fine_tune`` until it classifies its
+training images, then the shared ``sweeper.unlearn.loop.Unlearner`` runs NGDiff on "forget class 0": the
 forget accuracy must fall to (near) zero while the retain accuracy stays high, the shape of the
 paper's Table 4. The CIFAR loader is checked on a tiny fake folder in CIFAR's real pickle layout.
 """
@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from sweeper.loop import LoopConfig, Unlearner
-from sweeper.results import SAMPLE_SCHEMA, SUMMARY_SCHEMA, to_table
-from sweeper.targets import ensure_target, fine_tune, load_target, reference_logprobs
-from sweeper.storage import Storage
+from sweeper.unlearn.loop import LoopConfig, Unlearner
+from sweeper.store.results import SAMPLE_SCHEMA, SUMMARY_SCHEMA, to_table
+from sweeper.unlearn.targets import ensure_target, fine_tune, load_target, reference_logprobs
+from sweeper.store.storage import Storage
 from sweeper.tasks import get_task, known_tasks
 from sweeper.tasks.vision import LabelSpace, load_cifar
-from sweeper.vision_models import build_vision_model
+from sweeper.models.vision import build_vision_model
 
 RECIPE = dict(optimizer="adam", lr=3e-3, batch_size=64, max_epochs=20, check_every=2, exact_match_gate=0.98, seed=0)
 MODEL = {"name": "resnet-tiny", "dtype": "float32", "trust_remote_code": False}

@@ -106,7 +106,7 @@ def _encode(tokenizer, prompts: Sequence[str | list[int]]) -> list[list[int]]:
 def new_token_budget(model, prompt_tokens: int, max_new_tokens: int) -> int:
     """``max_new_tokens``, lowered so that prompt + continuation stay within the model's context (a GPT-2
     asked for position 1025 fails deep inside its embedding); one sentence when nothing fits."""
-    from sweeper.models import context_length
+    from sweeper.models.language import context_length
     context = context_length(model)
     if context is None:
         return max_new_tokens

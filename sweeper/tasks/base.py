@@ -54,7 +54,7 @@ class Task:
 
     def model_problem(self, name: str) -> str | None:
         """One sentence saying why this task cannot build model ``name``, or None (no loading)."""
-        from sweeper.models import model_problem
+        from sweeper.models.language import model_problem
         return model_problem(name)
 
     def prepare(self, data: dict, workdir: str) -> dict[str, list]:
@@ -117,7 +117,7 @@ class Task:
 
     def evaluate(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict,
                  reference: dict | None = None) -> tuple[dict, list[dict]]:
-        """(summary columns of sweeper.results.SUMMARY_SCHEMA, per-sample rows of SAMPLE_SCHEMA).
+        """(summary columns of sweeper.store.results.SUMMARY_SCHEMA, per-sample rows of SAMPLE_SCHEMA).
         ``reference`` is the retain-only target's own ``evaluate`` output (its ``reference`` dict), when
         the task's metrics compare against it."""
         raise NotImplementedError

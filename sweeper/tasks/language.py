@@ -23,8 +23,8 @@ import transformers
 
 from sweeper.data.qa import collate_qa
 from sweeper.data.templates import attach, resolve
-from sweeper.lm import sequence_logprobs
-from sweeper.models import build_model, context_length, is_tiny
+from sweeper.models.lm import sequence_logprobs
+from sweeper.models.language import build_model, context_length, is_tiny
 from sweeper.tasks.base import Task
 
 #: Positions of a tiny twin at the least (the MUSE prompts need room beyond a training chunk).
@@ -49,7 +49,7 @@ class LanguageModelTask(Task):
         raise NotImplementedError
 
     def build_model(self, model: dict, tokenizer, seed: int, positions: int | None = None) -> torch.nn.Module:
-        # float32 master weights: the grid's dtype is the compute dtype (sweeper.models.compute_precision)
+        # float32 master weights: the grid's dtype is the compute dtype (sweeper.models.language.compute_precision)
         return build_model(model["name"], vocab_size=len(tokenizer), pad_id=tokenizer.pad_token_id,
                            eos_id=tokenizer.eos_token_id, seed=seed, dtype="float32",
                            trust_remote_code=model["trust_remote_code"], positions=positions)

@@ -56,7 +56,7 @@ import torch
 
 from sweeper.data.qa import TextDataset
 from sweeper.metrics.muse_metrics import knowmem, knowmem_prompt, mia_auc, min_k_scores, privleak, verbmem
-from sweeper.models import context_length
+from sweeper.models.language import context_length
 from sweeper.tasks.base import register_task
 from sweeper.tasks.language import LanguageModelTask
 

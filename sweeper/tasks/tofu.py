@@ -11,7 +11,7 @@ import os
 
 from sweeper.data.lengths import TRUNCATIONS, fit_qa_splits, refuse_if_too_long
 from sweeper.data.qa import QADataset
-from sweeper.evaluate import evaluate_qa
+from sweeper.metrics.evaluate import evaluate_qa
 from sweeper.tasks.base import register_task
 from sweeper.tasks.language import LanguageModelTask
 from sweeper.tasks.tofu_eval import curve_scores, evaluate_tofu, forget_truth_ratios

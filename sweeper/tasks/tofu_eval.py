@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from sweeper.evaluate import answer_nll, greedy_answers
+from sweeper.metrics.evaluate import answer_nll, greedy_answers
 from sweeper.metrics import tofu_metrics as tm
 from sweeper.metrics.likelihood import answer_logprobs
 from sweeper.metrics.rouge import exact_match, rouge_l

@@ -5,7 +5,7 @@ A grid's data entry::
     data: [{name: digits0, kind: vision, source: digits, forget_class: 0}]                 # offline
     data: [{name: cifar10-dog, kind: vision, source: /data/cifar-10-batches-py, forget_class: 5}]
     data: [{name: cifar100-bed, kind: vision, source: /data/cifar-100-python, forget_class: 5}]
-    models: [{name: resnet-tiny}]          # or resnet50 (sweeper/vision_models.py)
+    models: [{name: resnet-tiny}]          # or resnet50 (sweeper/models/vision.py)
 
 Sources: ``digits`` (alias ``builtin``) is scikit-learn's bundled 8x8 digits (1797 real images, shipped
 with the package, offline); a folder is CIFAR's python version, either CIFAR-10's layout
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from sweeper.tasks.base import Task, register_task
-from sweeper.vision_models import VISION_MODELS, ResNet, build_vision_model, vision_model_problem
+from sweeper.models.vision import VISION_MODELS, ResNet, build_vision_model, vision_model_problem
 
 DIGITS_SOURCES = ("digits", "builtin")
 GATE_SAMPLE = 512   # training images (half forget, half retain) behind the memorisation gate

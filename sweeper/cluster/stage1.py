@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 
-from sweeper.trial_spec import TrialSpec, published_source, target_hash
-from sweeper.storage import Storage
-from sweeper.targets import ensure_target, load_target
-from sweeper.records import baseline_id, code_version, write_trial
+from sweeper.grid.spec import TrialSpec, published_source, target_hash
+from sweeper.store.storage import Storage
+from sweeper.unlearn.targets import ensure_target, load_target
+from sweeper.store.records import baseline_id, code_version, write_trial
 
 
 def wants_reference(spec: TrialSpec) -> bool:
@@ -35,7 +35,7 @@ def target_and_baseline(spec: TrialSpec, storage: Storage, log=print) -> None:
 def _baseline_row(spec: TrialSpec, storage: Storage, variant: str, log=print) -> None:
     """Evaluate a target (or the reference) with the run's evaluation settings and write its row."""
     from sweeper.tasks import get_task
-    from sweeper.worker import _retain_reference
+    from sweeper.unlearn.worker import _retain_reference
     trial_id = baseline_id(spec, variant)
     if storage.exists(f"{spec.run}/trials/{trial_id}/_SUCCESS"):
         return

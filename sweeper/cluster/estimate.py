@@ -6,7 +6,7 @@ Every unlearning step does a forward and a backward pass over a retain batch and
 model's training FLOPs per row of T tokens are (6 N + 12 L d T) T (Kaplan et al.: 6 N per token for the
 weight matmuls, 12 L d T for attention), a forward a third of it::
 
-    from sweeper.estimate import trial_flops, gpu_hours
+    from sweeper.cluster.estimate import trial_flops, gpu_hours
     gpu_hours(trial_flops(spec)["total"])        # at ASSUMED_MFU of GPU_PEAK_BF16
 
 Evaluation is not counted. Models outside ``KNOWN_LMS`` (and not ResNet-50) give None: their shapes are
@@ -42,7 +42,7 @@ def resnet50_flops_per_image() -> tuple[int, float]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sweeper.vision_models import build_vision_model
+    from sweeper.models.vision import build_vision_model
     net = build_vision_model("resnet50", num_classes=10, in_channels=3)
     with FlopCounterMode(display=False) as fc:
         net(torch.rand(1, 3, 32, 32)).sum().backward()

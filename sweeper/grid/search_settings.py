@@ -1,6 +1,6 @@
 """A grid file's ``search`` section: its keys and defaults, the metrics' directions, and ranges. No Ray.
 
-Read by grid validation (``sweeper.grid_checks``) and by the front search (``sweeper.search``)::
+Read by grid validation (``sweeper.grid.checks``) and by the front search (``sweeper.front.studies``)::
 
     settings, problems = search_settings(doc)     # defaults filled in, problems one sentence each
     Range("lr", 1e-4, 1e-2, log=True).value(0.5)  # 0.001

@@ -13,8 +13,8 @@ is one call, the norms and the dot product are single BLAS calls, and the only m
 training is the copy of g_R: one parameter-sized buffer.
 
 Sharded mode (chosen automatically when the parameters are DTensors, i.e. the model went through
-``sweeper.fsdp.shard_model``): FSDP2 reduce-scatters each backward's gradient (as a SUM over ranks, see
-``sweeper.fsdp.ensure_sum_reduction``) into per-parameter local shards, so there is no flat buffer and
+``sweeper.unlearn.fsdp.shard_model``): FSDP2 reduce-scatters each backward's gradient (as a SUM over ranks, see
+``sweeper.unlearn.fsdp.ensure_sum_reduction``) into per-parameter local shards, so there is no flat buffer and
 no all-reduce of gradients. g_R is kept as a list of local-shard copies; ||g_R||^2, ||g_F||^2 and
 g_R.g_F are sums of local-shard dot products, packed in one tensor and all-reduced once per step;
 g = w_R g_R - w_F g_F is written into the local shards with foreach ops.
@@ -34,13 +34,13 @@ from typing import Callable
 
 import torch
 
-from sweeper.autolr import AutoLR, AutoLRConfig
-from sweeper.distributed import Comm
-from sweeper.fsdp import ensure_sum_reduction, gather_state, is_sharded, restore_state
-from sweeper.lm import sequence_logprobs
+from sweeper.unlearn.autolr import AutoLR, AutoLRConfig
+from sweeper.unlearn.distributed import Comm
+from sweeper.unlearn.fsdp import ensure_sum_reduction, gather_state, is_sharded, restore_state
+from sweeper.models.lm import sequence_logprobs
 from sweeper.methods import StepScalars, make_rule
-from sweeper.objectives import get_objective
-from sweeper.optimizers import make_optimizer
+from sweeper.methods.objectives import get_objective
+from sweeper.unlearn.optimizers import make_optimizer
 
 @dataclass(frozen=True)
 class LoopConfig:

@@ -1,6 +1,6 @@
 """Where a front search tries next: the samplers behind ``search: {sampler: gap | optuna | gp}``. No Ray.
 
-A sampler works in the unit cube of a study's ranges (``sweeper.search.Range.unit``). It is asked for
+A sampler works in the unit cube of a study's ranges (``sweeper.front.studies.Range.unit``). It is asked for
 the next configuration with what the study knows so far: the finished configurations with their
 evaluated points (every evaluation step, seed-averaged) and the configurations still running::
 

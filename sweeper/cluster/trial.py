@@ -2,7 +2,7 @@
 
 ``run_trial(config)`` (the Tune trainable) builds a ``TorchTrainer`` with ``spec.model['workers']``
 workers; each worker runs ``train_worker``, which runs ``unlearn_trial``: it loads the cached No-unlearn
-target, runs ``sweeper.loop.Unlearner`` step by step (collectives over torch.distributed, gloo on CPU and
+target, runs ``sweeper.unlearn.loop.Unlearner`` step by step (collectives over torch.distributed, gloo on CPU and
 nccl on GPU), reports progress and checkpoints through a session, and rank 0 writes the trial's Parquet.
 With the ``inline`` runner (``auto``'s choice for one worker) a trial runs ``unlearn_trial`` in the Tune
 trial process itself (``run_inline``). ``unlearn_trial`` knows no Ray: the sessions (``TrainSession``, ``InlineSession``) do.
@@ -17,11 +17,11 @@ import traceback
 
 import torch
 
-from sweeper.plan import runner_for
-from sweeper.records import WORKER_CAUSE, capture_failure, summary_row, trial_dir, write_trial
-from sweeper.storage import Storage
-from sweeper.trial_spec import TrialSpec
-from sweeper.worker import unlearn_trial
+from sweeper.cluster.plan import runner_for
+from sweeper.store.records import WORKER_CAUSE, capture_failure, summary_row, trial_dir, write_trial
+from sweeper.store.storage import Storage
+from sweeper.grid.spec import TrialSpec
+from sweeper.unlearn.worker import unlearn_trial
 
 def train_worker(config: dict) -> None:
     """The Ray Train worker: set up the device, then run the trial with Ray Train's report and checkpoints."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from sweeper.trial_spec import TrialSpec
+from sweeper.grid.spec import TrialSpec
 
 RUNNERS = ("auto", "train", "inline")
 
@@ -146,9 +146,9 @@ def print_search_plan(search, conc: int, cpus: float, gpus: float | None, runner
 
 
 def device_time_estimate(specs: list[TrialSpec]) -> str:
-    """GPU trials from their FLOPs (sweeper.estimate: known model shapes, an assumed MFU); CPU trials at
+    """GPU trials from their FLOPs (sweeper.cluster.estimate: known model shapes, an assumed MFU); CPU trials at
     the tiny twins' measured ~0.08 s per step. Steps and AutoLR probes only: no evaluation or start-up."""
-    from sweeper.estimate import ASSUMED_MFU, gpu_hours, trial_flops
+    from sweeper.cluster.estimate import ASSUMED_MFU, gpu_hours, trial_flops
     cpu = [s for s in specs if not trial_shape(s)[1]]
     gpu = [s for s in specs if trial_shape(s)[1]]
     flops = [trial_flops(s) for s in gpu]

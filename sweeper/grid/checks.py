@@ -1,13 +1,13 @@
 """Grid validation: the allowed keys, their defaults, and every check ``validate`` runs on a loaded grid.
 
-``sweeper.grid`` reads a grid file (merging its includes), calls ``validate`` here and, when the list of
+``sweeper.grid.load`` reads a grid file (merging its includes), calls ``validate`` here and, when the list of
 problems is empty, expands the grid into trial specs. Each problem is one sentence naming the file, the
 key, the value and what is allowed, so all of them can be reported at once::
 
     problems = validate(load_grid("search_spaces/smoke.yaml"))   # [] when the grid is valid
 
 The key sets and defaults (``DEFAULTS``, ``MODEL_DEFAULTS``, ...) live here because both validation and
-expansion need them; ``sweeper.grid`` imports them from this module (never the other way round) and
+expansion need them; ``sweeper.grid.load`` imports them from this module (never the other way round) and
 re-exports them, as it does ``validate`` and ``data_spec``. No Ray, no torch model loading.
 """
 from __future__ import annotations
@@ -16,13 +16,13 @@ import difflib
 import itertools
 import os
 
-from sweeper.autolr import AutoLRConfig
+from sweeper.unlearn.autolr import AutoLRConfig
 from sweeper.data.synthetic import FEMALE_FIRST, LAST, MALE_FIRST, MAX_QA_PER_AUTHOR
 from sweeper.data.templates import TEMPLATE_NAMES
 from sweeper.methods import import_plugins, validate_rule_params
-from sweeper.objectives import get_objective, objective_problem
-from sweeper.optimizers import OPTIMIZERS
-from sweeper.search_settings import CURVE_OBJECTIVES, search_settings
+from sweeper.methods.objectives import get_objective, objective_problem
+from sweeper.unlearn.optimizers import OPTIMIZERS
+from sweeper.grid.search_settings import CURVE_OBJECTIVES, search_settings
 
 TOP_KEYS = {"name", "include", "parts", "plugins", "seeds", "data", "models", "target", "methods", "lr_modes",
             "unlearn", "eval", "max_failures", "description", "search"}

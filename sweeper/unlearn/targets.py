@@ -36,10 +36,10 @@ import time
 import torch
 
 from sweeper.data.lengths import summarize
-from sweeper.trial_spec import published_source, target_hash
-from sweeper.optimizers import make_optimizer
-from sweeper.models import compute_precision
-from sweeper.storage import Storage
+from sweeper.grid.spec import published_source, target_hash
+from sweeper.unlearn.optimizers import make_optimizer
+from sweeper.models.language import compute_precision
+from sweeper.store.storage import Storage
 from sweeper.tasks import get_task
 
 

@@ -1,7 +1,7 @@
 """A trial as plain data (``TrialSpec``), the grid's error type, and the content hash of a target.
 
 The lowest module of the grid side: everything that reads, plans or runs trials imports its names from
-here, and it imports nothing of the sweeper's but the defaults of ``sweeper.grid_checks``::
+here, and it imports nothing of the sweeper's but the defaults of ``sweeper.grid.checks``::
 
     spec = TrialSpec.from_dict(d)        # travels to Ray workers as a dict
     spec.trial_id, spec.config_hash, spec.target_hash
@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-from sweeper.grid_checks import MODEL_DEFAULTS
+from sweeper.grid.checks import MODEL_DEFAULTS
 
 
 class GridError(ValueError):
@@ -47,7 +47,7 @@ class TrialSpec:
     seed: int
     max_failures: int = 1
     plugins: list = field(default_factory=list)
-    #: A front search's settings and study (sweeper.search); empty for a grid's trials.
+    #: A front search's settings and study (sweeper.front.studies); empty for a grid's trials.
     search: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:

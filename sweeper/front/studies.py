@@ -9,8 +9,8 @@ sampler propose the trials, under a budget, where the Pareto front of the two ob
 
 Every combination of the grid's remaining lists (data x models x method entries x lr modes) is one
 *study*; each study gets ``budget`` trials (each seed of a configuration is one trial) and its own
-sampler. ``load_search(path)`` returns the studies; ``sweeper.front_searcher`` runs them under Ray Tune.
-``search: {kind: grid}`` (the default) is the plain grid of ``sweeper.grid``.
+sampler. ``load_search(path)`` returns the studies; ``sweeper.front.searcher`` runs them under Ray Tune.
+``search: {kind: grid}`` (the default) is the plain grid of ``sweeper.grid.load``.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from sweeper.grid import GridError, TrialSpec, expand, load_grid
-from sweeper.search_settings import SENSES, Range, is_range, parse_range, search_settings
+from sweeper.grid.load import GridError, TrialSpec, expand, load_grid
+from sweeper.grid.search_settings import SENSES, Range, is_range, parse_range, search_settings
 
 def split_ranges(doc: dict, endpoint: float = 0.5) -> tuple[dict, dict, list[str]]:
     """(the grid with every range replaced by its value at ``endpoint`` (0 low, 1 high, 0.5 middle),

@@ -1,7 +1,7 @@
 """One trial's unlearning, Ray-free: load the target, run the loop step by step, evaluate, report and
 checkpoint through a session, and (rank 0) write the trial's Parquet.
 
-The Ray glue in ``sweeper.trial`` calls ``unlearn_trial`` inside a Ray Train worker (``TrainSession``) or
+The Ray glue in ``sweeper.cluster.trial`` calls ``unlearn_trial`` inside a Ray Train worker (``TrainSession``) or
 inline in the Tune trial process (``InlineSession``); a test calls it with any object that has
 ``restore() -> dict | None`` and ``report(metrics, state)``::
 
@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from sweeper.distributed import current_comm
-from sweeper.records import STOP_MARKER, summary_row, trial_dir, write_trial
-from sweeper.storage import Storage
-from sweeper.trial_spec import TrialSpec, target_hash
+from sweeper.unlearn.distributed import current_comm
+from sweeper.store.records import STOP_MARKER, summary_row, trial_dir, write_trial
+from sweeper.store.storage import Storage
+from sweeper.grid.spec import TrialSpec, target_hash
 
 #: Metrics forwarded to Tune's progress table.
 PROGRESS_KEYS = ("step", "loss_retain", "loss_forget", "lr")
@@ -130,24 +130,24 @@ class _Trial:
     """What one trial works with: the target loaded (and sharded), its task, the Unlearner, the precision."""
 
     def __init__(self, spec: TrialSpec, storage: Storage, device):
-        from sweeper.autolr import AutoLRConfig
-        from sweeper.loop import Diverged, LoopConfig, Unlearner
-        from sweeper.models import compute_precision
-        from sweeper.targets import load_target
+        from sweeper.unlearn.autolr import AutoLRConfig
+        from sweeper.unlearn.loop import Diverged, LoopConfig, Unlearner
+        from sweeper.models.language import compute_precision
+        from sweeper.unlearn.targets import load_target
         from sweeper.tasks import get_task
 
         self.spec, self.Diverged, self.comm = spec, Diverged, current_comm()
         self.task = get_task(spec.data["kind"])
-        # strategy fsdp: load on the CPU, then FSDP2 moves each block's shard to the device (sweeper/fsdp.py)
+        # strategy fsdp: load on the CPU, then FSDP2 moves each block's shard to the device (sweeper/unlearn/fsdp.py)
         self.sharded = spec.model.get("strategy") == "fsdp" and torch.distributed.is_initialized()
         model, self.tokenizer, self.splits, ref, _ = load_target(storage, spec.target_hash, spec.data["kind"],
                                                                  device="cpu" if self.sharded else device)
         self.reference = _retain_reference(storage, spec)
         # Parameters and optimizer state stay float32; the grid's dtype is the compute dtype: FSDP2's
-        # mixed-precision policy on GPUs, torch.autocast otherwise (sweeper.models.compute_precision).
+        # mixed-precision policy on GPUs, torch.autocast otherwise (sweeper.models.language.compute_precision).
         self.model, self.precision = model.to(torch.float32), compute_precision(spec.model["dtype"], device)
         if self.sharded:
-            from sweeper.fsdp import shard_model
+            from sweeper.unlearn.fsdp import shard_model
             mixed = spec.model["dtype"] != "float32" and torch.cuda.is_available()
             self.model = shard_model(self.model, device=device,
                                      param_dtype=getattr(torch, spec.model["dtype"]) if mixed else None)

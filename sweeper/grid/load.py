@@ -23,8 +23,8 @@ value and what is allowed::
 This module reads grid files (``resolve_grid_path``, ``load_grid``), expands them (``expand``,
 ``expand_grid``) into ``TrialSpec`` objects and hashes targets (``target_hash``, ``published_source``,
 ``folder_fingerprint``, ``with_fingerprints``). The checks themselves, with the key sets and defaults,
-are in ``sweeper.grid_checks``; their public names (``validate``, ``DEFAULTS``, ``MODEL_DEFAULTS``, ...)
-are re-exported here, so callers import everything from ``sweeper.grid``.
+are in ``sweeper.grid.checks``; their public names (``validate``, ``DEFAULTS``, ``MODEL_DEFAULTS``, ...)
+are re-exported here, so callers import everything from ``sweeper.grid.load``.
 """
 from __future__ import annotations
 
@@ -39,19 +39,19 @@ from pathlib import Path
 
 import yaml
 
-# Validation, with the key sets and defaults it shares with expansion, lives in sweeper.grid_checks;
-# the names are re-exported here so ``from sweeper.grid import ...`` keeps working.
-from sweeper.grid_checks import (  # noqa: F401
+# Validation, with the key sets and defaults it shares with expansion, lives in sweeper.grid.checks;
+# the names are re-exported here so ``from sweeper.grid.load import ...`` keeps working.
+from sweeper.grid.checks import (  # noqa: F401
     DEFAULTS, DTYPES, EVAL_KEYS, LR_MODES, MAX_AUTHORS, MODEL_DEFAULTS, MODEL_KEYS, PRESETS, SOURCE_KEYS,
     STRATEGIES, TARGET_KEYS, TOP_KEYS, UNLEARN_KEYS, _as_list, _method_variants, _with_defaults, data_spec,
     validate,
 )
-from sweeper.search_settings import search_settings
-from sweeper.trial_spec import (  # noqa: F401  (re-exported: the grid's public names)
+from sweeper.grid.search_settings import search_settings
+from sweeper.grid.spec import (  # noqa: F401  (re-exported: the grid's public names)
     TARGET_FORMAT, GridError, TrialSpec, folder_fingerprint, published_source, target_hash, with_fingerprints,
 )
 
-SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
 def resolve_grid_path(grid: str) -> Path:
@@ -156,7 +156,7 @@ def expand_grid(grid: str, run: str | None = None) -> list[TrialSpec]:
     doc = load_grid(path)
     if isinstance(doc.get("search"), dict) and doc["search"].get("kind") == "front":
         raise GridError([f"{path}: is a front search (search: {{kind: front}}); its trials come from "
-                         f"sweeper.search.load_search, not from expanding a grid"])
+                         f"sweeper.front.studies.load_search, not from expanding a grid"])
     if "parts" not in doc:
         return expand(doc, run=run)
     specs, problems = {}, []

@@ -14,9 +14,9 @@ import time
 import traceback
 
 from sweeper import __version__
-from sweeper.results import SAMPLE_SCHEMA, STEP_SCHEMA, SUMMARY_SCHEMA, to_table
-from sweeper.storage import Storage
-from sweeper.trial_spec import TrialSpec, target_hash
+from sweeper.store.results import SAMPLE_SCHEMA, STEP_SCHEMA, SUMMARY_SCHEMA, to_table
+from sweeper.store.storage import Storage
+from sweeper.grid.spec import TrialSpec, target_hash
 
 #: Written by a front search's scheduler into a trial's folder: the trial ends itself at its next step.
 STOP_MARKER = "_STOP"

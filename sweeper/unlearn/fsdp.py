@@ -3,7 +3,7 @@
 ``shard_model(model)`` shards every transformer block, then the root (embeddings, final norm, LM head
 and whatever else is left), over all ranks of the default process group (gloo on CPU, nccl on GPU).
 Afterwards every parameter is a ``DTensor`` holding a 1/W slice (dim 0) on each rank, and so is every
-gradient after a backward pass; ``sweeper.loop.Unlearner`` notices this and switches to its sharded
+gradient after a backward pass; ``sweeper.unlearn.loop.Unlearner`` notices this and switches to its sharded
 gradient path (local-shard dot products, all-reduced once per step).
 
 How blocks are found, generically:

@@ -12,7 +12,7 @@ import torch
 
 from sweeper.data.qa import QADataset, collate_qa
 from sweeper.data.templates import template_of
-from sweeper.lm import sequence_logprobs
+from sweeper.models.lm import sequence_logprobs
 from sweeper.metrics.generation import greedy_generate
 from sweeper.metrics.rouge import exact_match, rouge_l_recall
 

@@ -11,7 +11,7 @@ Layout under the storage root (a local folder or any pyarrow filesystem URI)::
 The No-unlearn target of each (model, data, recipe) also gets a trial folder (``method ==
 "no_unlearn"``, ``steps == 0``) so the analysis treats it as one more point on every plot.
 
-Run ``python -m sweeper.results`` to print the schema (the README's table is generated from it).
+Run ``python -m sweeper.store.results`` to print the schema (the README's table is generated from it).
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ SAMPLE_FIELDS: list[tuple[str, pa.DataType, str]] = [
 ]
 
 
-#: A front search's proposals, in the order made (``<run>/search/proposals.parquet``; see sweeper.front_searcher).
+#: A front search's proposals, in the order made (``<run>/search/proposals.parquet``; see sweeper.front.searcher).
 PROPOSAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("run", pa.string(), "run name"),
     ("study", pa.string(), "the study (data x model x method entry x lr mode) the proposal belongs to"),
@@ -137,7 +137,7 @@ def to_table(rows: list[dict], table_schema: pa.Schema) -> pa.Table:
     for row in rows:
         extra = set(row) - names
         if extra:
-            raise ValueError(f"columns {sorted(extra)} are not in the results schema; add them to sweeper/results.py")
+            raise ValueError(f"columns {sorted(extra)} are not in the results schema; add them to sweeper/store/results.py")
     return pa.Table.from_pylist([{n: row.get(n) for n in table_schema.names} for row in rows], schema=table_schema)
 
 

@@ -1,5 +1,5 @@
 """Ray Tune glue of a front search (launcher side): the searcher that proposes trials and the scheduler
-that stops dominated ones. The search logic itself is Ray-free (``sweeper.search``, ``sweeper.samplers``).
+that stops dominated ones. The search logic itself is Ray-free (``sweeper.front.studies``, ``sweeper.front.samplers``).
 
     searcher = FrontSearcher(search, storage, run, base_config={"storage": uri, "runner": "auto"})
     tune.TuneConfig(search_alg=searcher, scheduler=DominatedStopper(searcher.book, storage, run, 10, 0.05),
@@ -27,12 +27,12 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from sweeper.trial_spec import TrialSpec
-from sweeper.samplers import make_sampler
-from sweeper.records import STOP_MARKER, baseline_id
-from sweeper.search import FrontSearch, Study
-from sweeper.search_settings import CURVE_OBJECTIVES
-from sweeper.storage import Storage
+from sweeper.grid.spec import TrialSpec
+from sweeper.front.samplers import make_sampler
+from sweeper.store.records import STOP_MARKER, baseline_id
+from sweeper.front.studies import FrontSearch, Study
+from sweeper.grid.search_settings import CURVE_OBJECTIVES
+from sweeper.store.storage import Storage
 
 
 
@@ -208,7 +208,7 @@ class FrontSearcher(Searcher):
 
     def _anchor(self, study: Study):
         """(the No-unlearn point of the study's target, the index of its lr coordinate) when the study
-        searches the learning rate and stage 1 wrote that row, else None (see sweeper.samplers)."""
+        searches the learning rate and stage 1 wrote that row, else None (see sweeper.front.samplers)."""
         lr = [i for i, r in enumerate(study.ranges) if r.name == "lr"]
         if not lr:
             return None
@@ -258,7 +258,7 @@ class FrontSearcher(Searcher):
         return summary.column("status")[0].as_py() == "failed"
 
     def _write_log(self) -> None:
-        from sweeper.results import PROPOSAL_SCHEMA, to_table
+        from sweeper.store.results import PROPOSAL_SCHEMA, to_table
         rows = [{"run": self.run, "study": r["study"], "proposal": r["index"], "sampler": self.search.settings["sampler"],
                  "values_json": json.dumps(r["values"], sort_keys=True), "unit_json": json.dumps(r["unit"]),
                  "trial_ids": r["trials"], "reason": r["reason"], "proposed_at": r["proposed_at"]} for r in self.log]
