@@ -12,6 +12,7 @@ model x method x metric, a cell reads "ours (paper)".
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 
@@ -36,7 +37,7 @@ PAPER_MODELS = [("phi15", "Phi-1.5"), ("falconrw1b", "Falcon-1B"), ("falcon1b", 
                 ("resnet50", "ResNet-50")]
 #: Dataset family -> the paper tables that report it.
 PAPER_TABLES = {"TOFU": ["1"], "MUSE-NEWS": ["2", "6"]}
-SUMMARY_COLUMNS = ["method", "c", "lr_mode", "lr", "final_lr", "steps", "final_loss_retain",
+SUMMARY_COLUMNS = ["method", "c", "workers", "lr_mode", "lr", "final_lr", "steps", "final_loss_retain",
                    "final_loss_forget", "rouge_forget", "rouge_retain", "status", "wall_s"]
 DASH = "–"
 
@@ -67,6 +68,19 @@ def method_label(method, c=None, forget_loss=None) -> str:
     return name
 
 
+def sharding_label(workers, params_json=None) -> str:
+    """" ×2 DDP" for a trial sharded over two DDP workers ("FSDP" for FSDP2), "" for one worker."""
+    if workers is None or pd.isna(workers) or int(workers) <= 1:
+        return ""
+    strategy = "ddp"
+    if isinstance(params_json, str):
+        try:
+            strategy = json.loads(params_json).get("model", {}).get("strategy") or strategy
+        except ValueError:
+            pass
+    return f" ×{int(workers)} {strategy.upper()}"
+
+
 def label_trials(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` plus ``label`` (base label), ``column`` (label with AutoLR / lr when needed) and ``order``.
 
@@ -75,7 +89,9 @@ def label_trials(df: pd.DataFrame) -> pd.DataFrame:
     """
     df = df.copy()
     get = lambda col: df[col] if col in df else pd.Series([None] * len(df), index=df.index)  # noqa: E731
-    labels = [method_label(m, c, f) for m, c, f in zip(get("method"), get("c"), get("forget_loss"))]
+    # A sharded trial is told apart from its one-worker twin by its workers and strategy ("NGDiff ×2 DDP").
+    sharding = [sharding_label(w, p) for w, p in zip(get("workers"), get("params_json"))]
+    labels = [method_label(m, c, f) + sh for m, c, f, sh in zip(get("method"), get("c"), get("forget_loss"), sharding)]
     auto = (get("lr_mode") == "autolr") & (get("method") != BASELINE)
     df["label"] = pd.Series(labels, index=df.index, dtype=object)
     df["column"] = pd.Series([f"{lab} (AutoLR)" if a else lab for lab, a in zip(labels, auto)],
@@ -92,9 +108,11 @@ def label_trials(df: pd.DataFrame) -> pd.DataFrame:
     cs = pd.to_numeric(get("c"), errors="coerce").fillna(-1)
     lr_num = pd.to_numeric(lrs, errors="coerce").fillna(0)
     # Sort key: paper order (unknown methods alphabetically after), GDiff's c descending, static before
-    # AutoLR, then lr.
-    df["order"] = pd.Series([(r, lab if r >= len(METHOD_RANK) else "", -c, int(a), lr)
-                             for r, lab, c, a, lr in zip(rank, labels, cs, auto, lr_num)], index=df.index, dtype=object)
+    # AutoLR, then lr; a sharded trial after its one-worker twins.
+    workers = pd.to_numeric(get("workers"), errors="coerce").fillna(1)
+    df["order"] = pd.Series([(r, lab if r >= len(METHOD_RANK) else "", int(w), -c, int(a), lr)
+                             for r, lab, w, c, a, lr in zip(rank, labels, workers, cs, auto, lr_num)],
+                            index=df.index, dtype=object)
     return df
 
 
@@ -185,7 +203,7 @@ def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Final metrics per trial as display strings, No-unlearn first, then in the paper's method order."""
     df = label_trials(df)
     cols = list(SUMMARY_COLUMNS)
-    for extra in ("seed", "model"):  # shown only when they vary
+    for extra in ("seed", "dataset", "model"):  # shown only when they vary
         if extra in df and df[extra].nunique(dropna=False) > 1:
             cols.insert(0, extra)
     keys = [k for k in ("model", "dataset") if k in df]
@@ -197,6 +215,10 @@ def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
             out[col] = [DASH if pd.isna(x) else f"{x:g}" for x in v]
         elif col in ("steps", "seed"):
             out[col] = [DASH if pd.isna(x) else str(int(x)) for x in v]
+        elif col == "workers":  # "1", or "2 DDP" / "4 FSDP" for a sharded trial
+            params = df["params_json"] if "params_json" in df else [None] * len(df)
+            out[col] = [DASH if pd.isna(x) else (sharding_label(x, p).replace("×", "").strip() or "1")
+                        for x, p in zip(v, params)]
         elif col == "wall_s":
             out[col] = [_num(x, 1) for x in v]
         elif pd.api.types.is_float_dtype(v):

@@ -23,7 +23,8 @@ from sweeper.cluster.plan import (RUNNERS, capacity_problems, concurrency, devic
                           print_search_plan, runner_for, runner_problems, trial_shape)
 from sweeper.front.studies import FrontSearch, load_search
 from sweeper.grid.search_settings import SENSES, search_settings
-from sweeper.store.storage import Storage
+from sweeper.store.records import adopt_legacy_ids
+from sweeper.store.storage import Storage, StorageError
 
 #: A custom resource held by each Tune trial's own process, so that it takes no CPU from its workers
 #: (a 1-CPU trial driver plus 1-CPU workers deadlock a 2-CPU machine silently; see RAY-NOTES).
@@ -75,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "MLFLOW_TRACKING_URI is set), tensorboard or wandb; repeat or comma-separate for several")
     p.add_argument("--verbose", action="store_true", help="show every Ray worker's log lines (noisy)")
     p.add_argument("--no-report", action="store_true", help="do not write the analysis report at the end")
+    p.add_argument("--report-dir", default=None,
+                   help="local folder for the report (default: <storage>/<run>/report for a local storage folder; "
+                        "./<run>-report for remote storage, whose report also goes into <storage>/<run>/report/)")
     return p.parse_args(argv)
 
 
@@ -111,7 +115,7 @@ def build_targets(specs: list[TrialSpec], storage: Storage, run: str) -> list[st
             if (cause := ray.get(ref)) is not None:
                 s = firsts[key]
                 print(f"error: stage 1 failed for target {key} (model {s.model['name']!r}, data {s.data['name']!r}): "
-                      f"{cause} (full log: {storage.url(f'{run}/logs/stage1_{key}.log')})", file=sys.stderr, flush=True)
+                      f"{cause} (full log: {storage.show(f'{run}/logs/stage1_{key}.log')})", file=sys.stderr, flush=True)
                 failed.append(key)
     _print_lines(lines, Empty)
     return failed
@@ -209,8 +213,16 @@ def main(argv=None) -> int:
     except GridError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    storage = Storage(args.storage)
+    try:  # an unreachable or read-only store is refused here, in one sentence, before Ray starts
+        storage = Storage(args.storage)
+        if not args.dry_run and (why := storage.problem()):
+            raise StorageError(why)
+    except StorageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     run = specs[0].run
+    if not search:  # a run made before trial ids named the dataset keeps its ids
+        specs = adopt_legacy_ids(specs, storage)
     from sweeper.cluster.tracking import tracker_problems
     trackers = [t for arg in args.track for t in arg.split(",") if t]
     if (problems := runner_problems(specs, args.runner) + tracker_problems(trackers, storage.url(run))):
@@ -226,9 +238,6 @@ def main(argv=None) -> int:
         conc = args.max_concurrent or concurrency(search.budget_specs() if search else specs, cpus, gpus or 0.0, 0)
         print_search_plan(search, conc, cpus, gpus, args.runner) if search else print_plan(specs, conc, cpus, gpus, args.runner)
         return 0
-    if (why := storage.check_writable()):
-        print(f"error: {why}", file=sys.stderr)
-        return 2
 
     import ray
     start = time.time()
@@ -244,7 +253,7 @@ def main(argv=None) -> int:
                                                               driver_cpu))
     print_search_plan(search, conc, cpus, gpus, args.runner) if search else print_plan(specs, conc, cpus, gpus, args.runner)
 
-    print(f"stage 1: No-unlearn targets under {storage.url('targets')}", flush=True)
+    print(f"stage 1: No-unlearn targets under {storage.show('targets')}", flush=True)
     failed_targets = build_targets(specs, storage, run)
     runnable = [s for s in specs if s.target_hash not in failed_targets]
     skipped = len(specs) - len(runnable)
@@ -277,20 +286,21 @@ def main(argv=None) -> int:
           + ", ".join(f"{counts.get(k, 0)} {k}" for k in shown)
           + f" trial(s), {len(data.baselines)} No-unlearn row(s)")
     print_failures(data.summaries, storage, run)
-    print(f"outputs: {storage.url(run)}/trials/<trial_id>/{{steps,summary}}.parquet")
+    print("outputs: " + storage.show(f"{run}/trials/<trial_id>/{{steps,summary}}.parquet"))
     if not args.no_report:
         from analysis.report import main as report_main
-        report_main([storage.url(run)])
-        if trackers and storage.is_local:
+        report_dir = args.report_dir or (storage.path(f"{run}/report") if storage.is_local else f"{run}-report")
+        report_main([storage.url(run), "--out", report_dir])
+        if trackers:
             from sweeper.cluster.tracking import attach_report
-            attach_report(trackers, storage.url(run), run, storage.path(f"{run}/report"))
+            attach_report(trackers, storage.url(run), run, report_dir)
     return 0 if counts.get("failed", 0) == 0 and not failed_targets else 1
 
 
 def print_failures(summaries, storage: Storage, run: str) -> None:
     """One line per failed trial: its id, the one-line cause and where its full log is."""
     for row in summaries[summaries["status"] == "failed"].to_dict("records"):
-        log = storage.url(f"{run}/trials/{row['trial_id']}/error.log")
+        log = storage.show(f"{run}/trials/{row['trial_id']}/error.log")
         print(f"failed: {row['trial_id']}: {row.get('error') or 'no cause recorded'} (full log: {log})", file=sys.stderr)
 
 

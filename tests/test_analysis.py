@@ -19,7 +19,7 @@ from analysis.load import load_run, paper_reference
 from analysis.pareto import hypervolume_2d, hypervolume_by_method, pareto_front
 from analysis.report import main as report_main
 from analysis.success import SuccessCriteria, success_flags
-from analysis.tables import autolr_table, method_label, model_label, paper_table, summary_markdown
+from analysis.tables import autolr_table, method_label, model_label, paper_table, sharding_label, summary_markdown
 from sweeper.store.results import STEP_SCHEMA, SUMMARY_SCHEMA, to_table
 
 # ---------------------------------------------------------------- Pareto front
@@ -141,7 +141,7 @@ def test_autolr_table_arrows_and_reference():
 def test_summary_markdown_order_and_names():
     md = summary_markdown(_table_rows())
     lines = md.strip().splitlines()
-    assert lines[0].startswith("| method | c | lr_mode | lr | final_lr | steps |")
+    assert lines[0].startswith("| method | c | workers | lr_mode | lr | final_lr | steps |")
     assert lines[2].startswith("| no_unlearn |")
     assert model_label("microsoft/phi-1_5") == "Phi-1.5" == model_label("phi-1.5")
     assert model_label("meta-llama/Llama-2-7b-hf") == "Llama2-7B" and model_label("tiny-gpt2") == "tiny-gpt2"
@@ -328,3 +328,21 @@ def test_seeds_become_one_point_with_a_95_percent_interval():
     assert len(out) == 1 and out["final_loss_forget"].iloc[0] == 2.0
     assert abs(out["final_loss_forget_err"].iloc[0] - 4.302652729911275 * 1.0 / 3 ** 0.5) < 1e-9
     assert out["final_loss_retain_err"].iloc[0] == 0.0
+
+
+def test_tables_tell_a_sharded_trial_from_its_one_worker_twin():
+    """The demo runs NGDiff + AutoLR once on one worker and once over 2 DDP workers: same numbers, two
+    trials. The summary shows each trial's workers and strategy, the paper tables give the sharded one
+    its own column after its twin."""
+    df = _table_rows()
+    ngdiff_auto = df[(df["method"] == "ngdiff") & (df["lr_mode"] == "autolr")]
+    fsdp = ngdiff_auto.assign(workers=4, trial_id="sharded-fsdp",
+                              params_json=json.dumps({"model": {"strategy": "fsdp"}}))
+    ddp = ngdiff_auto.assign(workers=2, trial_id="sharded-ddp", params_json=json.dumps({"model": {}}))
+    df = pd.concat([df.assign(workers=1), ddp, fsdp], ignore_index=True)
+    summary = summary_markdown(df)
+    assert "| 2 DDP |" in summary and "| 4 FSDP |" in summary and "| 1 |" in summary
+    header = paper_table(df, metrics=["Verbmem"]).splitlines()[0]
+    cols = [c.strip() for c in header.split("|")]
+    assert cols.index("NGDiff (AutoLR)") < cols.index("NGDiff ×2 DDP (AutoLR)") < cols.index("NGDiff ×4 FSDP (AutoLR)")
+    assert sharding_label(1) == "" and sharding_label(None) == "" and sharding_label(3) == " ×3 DDP"

@@ -379,4 +379,4 @@ def test_tables_show_only_a_searchs_front_configurations_naming_their_lr(tmp_pat
     assert report_main([str(run), "--out", str(tmp_path / "report")]) == 0
     assert "GDiff-0.3" not in (tmp_path / "report/paper_table.md").read_text()
     assert "3 of 4 searched configuration(s)" in (tmp_path / "report/index.html").read_text()
-    assert "| gdiff | 0.3 | static |" in (tmp_path / "report/summary.md").read_text()  # every trial
+    assert "| gdiff | 0.3 | 1 | static |" in (tmp_path / "report/summary.md").read_text()  # every trial

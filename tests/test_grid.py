@@ -54,6 +54,35 @@ def test_smoke_expands_to_eight_unique_trials():
     assert len({s.target_hash for s in specs}) == 1
 
 
+def test_trial_ids_name_the_dataset_when_a_grid_has_several(tmp_path):
+    """One data entry: ids as before (a run made earlier resumes as is). Two: each id names its dataset,
+    the config hash is unchanged, and a run that holds a trial under its older id keeps that id."""
+    from sweeper.store.records import adopt_legacy_ids
+    from sweeper.store.storage import Storage
+
+    one = {s.config_hash: s for s in expand(load_grid(SMOKE))}
+    doc = smoke_doc()
+    doc["data"].append({**doc["data"][0], "name": "authors5", "forget_split": "forget05"})
+    specs = expand({**doc, "_file": "two.yaml"})
+    assert len(specs) == 16 and len({s.trial_id for s in specs}) == 16
+    for s in specs:
+        assert f"_{s.data['name']}_" in s.trial_id and s.id_dataset
+        assert s.legacy_id == s.trial_id.replace(f"_{s.data['name']}_", "_", 1)
+    same = [s for s in specs if s.data["name"] == "authors"]
+    assert {s.config_hash for s in same} == set(one)                    # the dataset in the id changes no hash
+    assert {s.legacy_id for s in same} == {s.trial_id for s in one.values()}
+    assert TrialSpec.from_dict(specs[0].to_dict()).trial_id == specs[0].trial_id
+
+    storage = Storage(str(tmp_path))
+    old, new = specs[0], specs[1]
+    storage.write_bytes(f"{old.run}/trials/{old.legacy_id}/_SUCCESS", b"")       # finished under its old id
+    storage.write_bytes(f"{new.run}/trials/{new.trial_id}/_SUCCESS", b"")        # finished under its new id
+    storage.write_bytes(f"{new.run}/trials/{new.legacy_id}/_SUCCESS", b"")
+    adopted = adopt_legacy_ids(specs[:3], storage)
+    assert [s.trial_id for s in adopted] == [old.legacy_id, new.trial_id, specs[2].trial_id]
+    assert adopted[0].config_hash == old.config_hash
+
+
 def test_trial_spec_round_trips():
     spec = expand(load_grid(SMOKE))[0]
     again = TrialSpec.from_dict(spec.to_dict())

@@ -140,7 +140,8 @@ def expand(doc: dict, run: str | None = None) -> list[TrialSpec]:
                 weight_decay=float(u["weight_decay"]), steps=int(u["steps"]), batch_size=int(u["batch_size"]),
                 autolr=u["autolr"] if lr_mode == "autolr" else {}, eval=doc["eval"], seed=int(seed),
                 max_failures=int(doc["max_failures"]), plugins=_as_list(doc.get("plugins") or []),
-                search={"kind": "grid", "early_stop": early_stop} if early_stop else {}))
+                search={"kind": "grid", "early_stop": early_stop} if early_stop else {},
+                id_dataset=len(doc["data"]) > 1))
     ids = [s.trial_id for s in specs]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

@@ -8,6 +8,7 @@ here, and it imports nothing of the sweeper's but the defaults of ``sweeper.grid
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -49,6 +50,9 @@ class TrialSpec:
     plugins: list = field(default_factory=list)
     #: A front search's settings and study (sweeper.front.studies); empty for a grid's trials.
     search: dict = field(default_factory=dict)
+    #: The trial id names the dataset (set when a grid has several data entries). Not part of the config
+    #: hash: the same trial under an older id (``legacy_id``) is the same trial, so old runs resume.
+    id_dataset: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +65,7 @@ class TrialSpec:
     def config_hash(self) -> str:
         d = self.to_dict()
         d.pop("run")
+        d.pop("id_dataset")
         if not d["search"]:  # grid trials hash as they did before front searches existed
             d.pop("search")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -76,7 +81,14 @@ class TrialSpec:
         params = {**self.method_params, **self.forget_loss_params}
         c += "".join(f"-{k}{params[k]:g}" for k in self.search.get("searched", ()) if k in params and k != "c")
         model = self.model["name"].replace("/", "_")
-        return f"{model}_{self.label}{c}_{self.lr_mode}_lr{self.lr:g}_s{self.seed}_{self.config_hash[:8]}"
+        data = f"_{self.data['name']}" if self.id_dataset else ""
+        return f"{model}{data}_{self.label}{c}_{self.lr_mode}_lr{self.lr:g}_s{self.seed}_{self.config_hash[:8]}"
+
+    @property
+    def legacy_id(self) -> str:
+        """The id runs made before ids named the dataset gave this trial (equal to ``trial_id`` when the
+        grid has one data entry)."""
+        return dataclasses.replace(self, id_dataset=False).trial_id
 
     @property
     def c(self) -> float | None:

@@ -7,6 +7,7 @@ Plain code (no Ray, no torch), imported by the launcher side, the worker side an
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -93,3 +94,17 @@ def capture_failure(e: BaseException, storage: Storage, log_rel: str) -> str:
 #: Written by a Ray Train worker that fails, so the trial's summary carries the worker's own cause
 #: instead of Ray's wrapper around it.
 WORKER_CAUSE = "worker_cause.txt"
+
+
+def adopt_legacy_ids(specs: list[TrialSpec], storage: Storage) -> list[TrialSpec]:
+    """Each spec, under its older id (no dataset in it) when the run already holds that trial's folder or
+    checkpoint and not the new one's: a run made before ids named the dataset resumes without re-running."""
+    out = []
+    for spec in specs:
+        if spec.id_dataset and spec.legacy_id != spec.trial_id:
+            new, old = spec.trial_id, spec.legacy_id
+            has = lambda tid: storage.exists(f"{spec.run}/trials/{tid}") or storage.exists(f"{spec.run}/train/{tid}")  # noqa: E731
+            if not has(new) and has(old):
+                spec = dataclasses.replace(spec, id_dataset=False)
+        out.append(spec)
+    return out
