@@ -206,6 +206,9 @@ def _trial_name(trial) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # Quiet from the first import on: transformers reads these when it is imported, in this process too
+    # (a published checkpoint's files, the report), not only in Ray's workers.
+    os.environ.update({k: v for k, v in QUIET_ENV.items() if k not in os.environ})
     try:
         search = load_search(resolve_grid_path(args.grid), run=args.run)
         specs = search.planning_specs() if search else expand_grid(args.grid, run=args.run)
