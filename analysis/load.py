@@ -203,8 +203,9 @@ def _list_trials(fs: pafs.FileSystem, root: str, shown: str) -> dict[str, set[st
 
 
 def _shown(path: str, root: str, trial_dir: str) -> str:
-    """The trial dir as the user would write it: under the path or URI they gave."""
-    return path.rstrip("/") + trial_dir[len(root):]
+    """The trial dir as the user would write it: under the path or URI they gave (without its query:
+    ``s3://b/runs/x?endpoint_override=...`` shows ``s3://b/runs/x/trials/<id>``)."""
+    return path.split("?", 1)[0].rstrip("/") + trial_dir[len(root):]
 
 
 def _read_one(item: tuple[pafs.FileSystem, str, str]) -> pa.Table:

@@ -20,6 +20,7 @@ import math
 import re
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,8 @@ from analysis.pareto import LOSS_AXES, LOSS_SENSES, ROUGE_AXES, ROUGE_REF, ROUGE
 from analysis.published import published_table
 from analysis.tables import (METHOD_NAMES, autolr_table, model_label, paper_table, render,
                              summary_markdown, summary_table)
+# sweeper.store.storage imports only pyarrow: the analysis still imports neither torch nor ray.
+from sweeper.store.storage import Storage, redact
 
 FORMATS = (("markdown", "md"), ("html", "html"), ("latex", "tex"))
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -39,12 +42,20 @@ caption{caption-side:bottom;text-align:left;font-size:.85em;color:#555}img{max-w
 
 
 def default_out(run: str) -> Path:
-    """``<run>/report`` for local runs; ``./<run name>-report`` for runs on a remote filesystem."""
+    """``<run>/report`` for local runs; ``./<run name>-report`` for runs on a remote filesystem (the
+    report is then also written into the run's storage, ``<run>/report/``: see :func:`write_report`)."""
     if run.startswith("file://"):
-        return Path(run[len("file://"):]) / "report"
+        return Path(urlsplit(run).path) / "report"
     if "://" in run:
-        return Path(run.rstrip("/").rsplit("/", 1)[-1] + "-report")
+        return Path(urlsplit(run).path.rstrip("/").rsplit("/", 1)[-1] + "-report")
     return Path(run) / "report"
+
+
+def store_copy(runs: list[str]) -> str | None:
+    """Where the report of ``runs`` is also written: ``<run>/report`` in the store for one run on remote
+    storage, else None (a local run's default report folder is already inside it)."""
+    storage = Storage(runs[0]) if len(runs) == 1 else None
+    return storage.url("report") if storage and not storage.is_local else None
 
 
 def find_vocab_size(summaries: pd.DataFrame) -> int | None:
@@ -68,7 +79,10 @@ def find_vocab_size(summaries: pd.DataFrame) -> int | None:
 
 
 def write_report(runs: list[str], out=None, vocab_size: int | None = None) -> Path:
-    """Load ``runs``, write every figure and table and ``index.html`` into ``out``; return index.html."""
+    """Load ``runs``, write every figure and table and ``index.html`` into ``out``; return index.html.
+
+    The report of one run on remote storage (``s3://...``) lives with the run: it is written to ``out``
+    (default ``./<run name>-report``) and copied into ``<run>/report/`` in the store."""
     runs = [str(r) for r in runs]
     data = load_run(runs)
     out = Path(out) if out else default_out(runs[0])
@@ -98,6 +112,8 @@ def write_report(runs: list[str], out=None, vocab_size: int | None = None) -> Pa
 
     index = out / "index.html"
     index.write_text(_index_html(data, runs, figures, curves, tables, hv, search, vocab_size), encoding="utf-8")
+    if store_copy(runs):
+        Storage(runs[0]).upload_dir(str(out), "report")
     return index
 
 
@@ -243,7 +259,7 @@ def _index_html(data: RunData, runs, figures, curves, tables, hv: pd.DataFrame, 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Unlearning sweep report</title>"
              f"<style>{CSS}</style></head><body>",
              "<h1>Unlearning sweep report</h1>",
-             "<p>Runs: " + ", ".join(f"<code>{esc(r)}</code>" for r in runs) + "</p>",
+             "<p>Runs: " + ", ".join(f"<code>{esc(redact(r))}</code>" for r in runs) + "</p>",
              "<h2>Run summary</h2>",
              f"<p>{n_trials} unlearning trials and {n_targets} No-unlearn target(s) finished (whatever their "
              f"status); {len(data.unfinished)} trial(s) unfinished. Total loop time: {data.total_wall_s():.1f} s; device time: "
@@ -342,7 +358,8 @@ def _links(name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories or URIs (e.g. runs/demo, s3://bucket/runs/x)")
-    parser.add_argument("--out", help="report folder (default: <first run>/report)")
+    parser.add_argument("--out", help="report folder (default: <first run>/report; for a run on remote storage "
+                        "./<run name>-report, and a copy goes into <run>/report/ in the store)")
     parser.add_argument("--vocab-size", type=int, help="vocabulary size for the random-guess loss ln|V| "
                         "(default: found in the trials' params_json, else not drawn)")
     args = parser.parse_args(argv)
@@ -351,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"report written to {index.parent} (open {index})")
+    copy = store_copy(args.runs)
+    print(f"report written to {index.parent}" + (f" and {redact(copy)}" if copy else "") + f" (open {index})")
     return 0
 
 

@@ -39,6 +39,7 @@ from sweeper.data.lengths import summarize
 from sweeper.grid.spec import published_source, target_hash
 from sweeper.unlearn.optimizers import make_optimizer
 from sweeper.models.language import compute_precision
+from sweeper.store.cache import TargetCache
 from sweeper.store.storage import Storage
 from sweeper.tasks import get_task
 
@@ -170,17 +171,20 @@ def ensure_target(model_spec: dict, data: dict, recipe: dict, storage: Storage, 
 
 
 def load_target(storage: Storage, key: str, kind: str = "tofu", device: str = "cpu"):
-    """(model, tokenizer, splits, reference log-probs, reference data) of a cached target."""
+    """(model, tokenizer, splits, reference log-probs, reference data) of a cached target.
+
+    On remote storage the target's files come from this node's cache (``sweeper.store.cache``): the
+    first trial of a node downloads them, every later one reads the same local copy."""
     task = get_task(kind)
-    local = storage.download_dir(f"targets/{key}")
-    model, tokenizer = task.load_model(local, device)
-    data_dir = os.path.join(local, "data")
-    splits = {name[:-5]: _read_jsonl(os.path.join(data_dir, name)) for name in sorted(os.listdir(data_dir))}
-    ref = torch.load(os.path.join(local, "ref_logprobs.pt"))
-    reference = None
-    if os.path.exists(os.path.join(local, "reference.json")):
-        with open(os.path.join(local, "reference.json")) as f:
-            reference = json.load(f)
+    with TargetCache.from_env().use(storage, f"targets/{key}") as local:
+        model, tokenizer = task.load_model(local, device)
+        data_dir = os.path.join(local, "data")
+        splits = {name[:-5]: _read_jsonl(os.path.join(data_dir, name)) for name in sorted(os.listdir(data_dir))}
+        ref = torch.load(os.path.join(local, "ref_logprobs.pt"))
+        reference = None
+        if os.path.exists(os.path.join(local, "reference.json")):
+            with open(os.path.join(local, "reference.json")) as f:
+                reference = json.load(f)
     return model, tokenizer, splits, ref, reference
 
 
