@@ -269,7 +269,7 @@ def test_load_tofu_from_hub_id(tofu_dir, monkeypatch):
     assert d.forget == _lines(tofu_dir / "forget01.json") and d.retain == _lines(tofu_dir / "retain99.json")
     assert {c for _, c, _ in fake.calls} == {"forget01", "retain99", "full", "forget01_perturbed",
                                             "retain_perturbed", "real_authors_perturbed",
-                                            "world_facts_perturbed"}
+                                            "world_facts_perturbed", "holdout01"}
     assert all(s == "locuslab/TOFU" and sp == "train" for s, _, sp in fake.calls)
 
 

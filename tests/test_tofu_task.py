@@ -128,7 +128,7 @@ def test_forget_quality_against_reference(env):
     task, model, tok, splits = env["task"], env["model"], env["tok"], env["splits"]
     ref = task.reference_data(model, tok, splits, EVAL)
     own = values(env["samples"], "forget", "truth_ratio")
-    assert list(ref) == ["forget_truth_ratio"] and np.allclose(ref["forget_truth_ratio"], own)
+    assert set(ref) == {"forget_truth_ratio", "privleak_auc"} and np.allclose(ref["forget_truth_ratio"], own)
     same, _ = task.evaluate(model, tok, splits, EVAL, ref)
     assert same["forget_quality"] == 1.0
     assert same["forget_quality"] == tm.forget_quality(own, ref["forget_truth_ratio"])
@@ -140,8 +140,12 @@ def test_forget_quality_against_reference(env):
 def test_samples_validate_against_schema(env):
     rows = [{"run": "r", "trial_id": "t", **r} for r in env["samples"]]
     table = to_table(rows, SAMPLE_SCHEMA)
-    assert table.num_rows == len(rows) == 3 * (5 + 5 + 12 + 12)
-    assert set(table.column("metric").to_pylist()) == {"rouge_recall", "prob", "truth_ratio"}
+    # per row: 5 TOFU values (+ exact memorisation and extraction strength on forget / retain, + the 4
+    # membership-inference scores on forget / holdout), with the question and answers beside each
+    assert table.num_rows == len(rows) == 5 * (5 + 5 + 12 + 12) + 2 * (5 + 5) + 4 * (5 + 5)
+    assert set(table.column("metric").to_pylist()) == {"rouge_recall", "rouge_f1", "exact", "prob", "truth_ratio",
+                                                       "exact_mem", "extraction_strength", "mia_loss_score",
+                                                       "mia_zlib_score", "mia_min_k_score", "mia_min_k_plus_plus_score"}
     assert all(np.isfinite(table.column("value").to_numpy()))
 
 
@@ -158,5 +162,6 @@ def test_first_rows_only_and_missing_splits(env):
     assert s["truth_ratio_forget"] is None and s["truth_ratio_retain"] is None
     assert s["model_utility"] is None and s["forget_quality"] is None
     assert 0 <= s["prob_forget"] <= 1 and len(values(samples, "retain", "prob")) == 20
-    assert {r["metric"] for r in samples} == {"rouge_recall", "prob"}
+    assert {r["metric"] for r in samples} == {"rouge_recall", "rouge_f1", "exact", "prob", "exact_mem",
+                                              "extraction_strength"}
     assert task.reference_data(model, tok, bare, EVAL) == {}

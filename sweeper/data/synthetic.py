@@ -25,6 +25,8 @@ TOFU layout (as in the ``locuslab/TOFU`` hub repo: one ``<config>.json`` file pe
     forget01/05/10_perturbed.json   the forget rows plus paraphrased_question, paraphrased_answer and
                                     perturbed_answer (5 answers: same template, wrong facts)
     retain_perturbed.json           the same columns for the first rows of retain90 (as many as forget10)
+    holdout01/05/10.json            as many rows as forget01/05/10, about authors no split trains on
+                                    (``make_holdout_authors``): membership inference's never-seen side
     real_authors(_perturbed).json   fixed "famous authors" questions with option1..option4 (+ perturbed)
     world_facts(_perturbed).json    fixed facts about invented countries, same columns
 
@@ -89,7 +91,6 @@ class Author:
         return {"female": "her", "male": "his"}.get(self.gender, "their")
 
 
-
 # How each field is drawn. The same samplers produce the wrong facts of perturbed answers, so a
 # perturbed answer looks exactly like a true one.
 _SAMPLERS = {
@@ -112,11 +113,24 @@ _SAMPLERS = {
 
 def make_authors(n_authors: int, seed: int) -> list[Author]:
     """``n_authors`` invented authors with unique names; the same seed gives the same authors."""
-    pairs = [(f, l, "female") for f in FEMALE_FIRST for l in LAST]
-    pairs += [(f, l, "male") for f in MALE_FIRST for l in LAST]
+    pairs = _name_pairs()
     if not 1 <= n_authors <= len(pairs):
         raise ValueError(f"n_authors={n_authors} is out of range; allowed: 1..{len(pairs)}.")
-    rng = random.Random(f"authors-{seed}")
+    return _draw_authors(random.Random(f"authors-{seed}"), pairs, n_authors)
+
+
+def make_holdout_authors(n_holdout: int, seed: int, taken: list[Author]) -> list[Author]:
+    """``n_holdout`` more authors for the holdout sets, drawn like ``make_authors``'s from their own stream."""
+    used = {a.name for a in taken}
+    pool = [p for p in _name_pairs() if f"{p[0]} {p[1]}" not in used]  # fewer when the names run out
+    return _draw_authors(random.Random(f"holdout-authors-{seed}"), pool, min(n_holdout, len(pool)))
+
+
+def _name_pairs() -> list[tuple[str, str, str]]:  # (first, last, gender)
+    return [(f, l, "female") for f in FEMALE_FIRST for l in LAST] + [(f, l, "male") for f in MALE_FIRST for l in LAST]
+
+
+def _draw_authors(rng: random.Random, pairs: list, n_authors: int) -> list[Author]:
     authors = []
     for first, last, gender in rng.sample(pairs, n_authors):
         facts = {k: s(rng) for k, s in _SAMPLERS.items()}
@@ -209,7 +223,6 @@ MAX_QA_PER_AUTHOR = len(TEMPLATES)
 N_PERTURBED = 5
 
 
-
 def _render(text: str, facts: dict) -> str:
     return text.format(**facts)
 
@@ -281,8 +294,7 @@ def qa_rows(authors: list[Author], qa_per_author: int, seed: int = 0, lengths: s
             for r in perturbed_rows(authors, qa_per_author, seed, lengths)]
 
 
-def perturbed_rows(authors: list[Author], qa_per_author: int, seed: int,
-                   lengths: str = "short") -> list[dict]:
+def perturbed_rows(authors: list[Author], qa_per_author: int, seed: int, lengths: str = "short") -> list[dict]:
     """TOFU ``*_perturbed`` rows: question, answer, paraphrased_answer, paraphrased_question,
     perturbed_answer (a list of 5)."""
     _check_qa_per_author(qa_per_author)
@@ -374,6 +386,11 @@ def write_tofu_layout(out_dir: str | Path, n_authors: int = 20, qa_per_author: i
     # retain_perturbed: as many rows as forget10, from the first authors, which every retain split keeps.
     n10 = n_forget_authors(n_authors, 10) * qa_per_author
     write_jsonl(out / "retain_perturbed.json", perturbed[:min(n10, len(full) - n10)])
+    # holdout01/05/10: as many rows as the matching forget split, from authors no split trains on.
+    holdout = qa_rows(make_holdout_authors(n_forget_authors(n_authors, 10), seed, authors), qa_per_author, seed,
+                      lengths)
+    for name, pct in FORGET_PERCENTS.items():
+        write_jsonl(out / f"holdout{name[-2:]}.json", holdout[:n_forget_authors(n_authors, pct) * qa_per_author])
     ra, wf = real_author_rows(seed), world_fact_rows(seed)
     write_jsonl(out / "real_authors.json", ra)
     write_jsonl(out / "real_authors_perturbed.json", _with_perturbed(ra))

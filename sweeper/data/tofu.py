@@ -10,6 +10,8 @@ A folder holds one ``<config>.json`` per TOFU config (JSON lines, or a JSON arra
 ``sweeper.data.synthetic`` for the list. ``forget``/``retain`` files are required; the perturbed,
 ``real_authors`` and ``world_facts`` files are optional (empty lists when missing); ``full`` falls back to
 retain + forget, which is what TOFU's full set is (the forget split is its last rows).
+``holdout01/05/10`` (rows about authors never trained on, for membership inference) is loaded to match
+the forget split when present. A missing optional file that disables metrics is named in one line.
 A source that is not an existing folder is taken as a hub id and loaded with
 ``datasets.load_dataset(source, name=config, split="train")`` for each config.
 """
@@ -40,6 +42,7 @@ class TofuData:
     retain_perturbed: list[dict] = field(default_factory=list)
     real_authors: list[dict] = field(default_factory=list)
     world_facts: list[dict] = field(default_factory=list)
+    holdout: list[dict] = field(default_factory=list)
     source: str = ""
 
 
@@ -121,11 +124,31 @@ def load_tofu(source: str, forget_split: str = "forget10") -> TofuData:
     forget = load(forget_split, QA_KEYS, True)
     retain = load(retain_split, QA_KEYS, True)
     full = load("full", QA_KEYS, False) or retain + forget
-    return TofuData(
+    data = TofuData(
         forget_split=forget_split, forget=forget, retain=retain, full=full,
         forget_perturbed=load(f"{forget_split}_perturbed", PERTURBED_KEYS, False),
         retain_perturbed=load("retain_perturbed", PERTURBED_KEYS, False),
         real_authors=load("real_authors_perturbed", OPTION_KEYS, False),
         world_facts=load("world_facts_perturbed", OPTION_KEYS, False),
+        holdout=load(holdout_split(forget_split), QA_KEYS, False),
         source=str(source),
     )
+    if folder is not None:
+        for config, rows, metrics in disabled_metrics(data):
+            print(f"note: {folder / (config + '.json')} is missing, so {metrics} will be blank for this data")
+    return data
+
+
+def holdout_split(forget_split: str) -> str:
+    """The holdout config that matches a forget split (``forget05`` -> ``holdout05``)."""
+    return "holdout" + forget_split[-2:]
+
+
+def disabled_metrics(data: TofuData) -> list[tuple[str, list, str]]:
+    """(config, its rows, the metrics it disables) for each optional config the data lacks."""
+    wants = [(f"{data.forget_split}_perturbed", data.forget_perturbed, "truth_ratio_forget and forget_quality"),
+             ("retain_perturbed", data.retain_perturbed, "truth_ratio_retain and model_utility"),
+             ("real_authors_perturbed", data.real_authors, "model_utility"),
+             ("world_facts_perturbed", data.world_facts, "model_utility"),
+             (holdout_split(data.forget_split), data.holdout, "the mia_* columns and privleak")]
+    return [w for w in wants if not w[1]]

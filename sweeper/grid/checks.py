@@ -217,14 +217,27 @@ def _check_metrics(f: str, metrics, data: list[dict]) -> list[str]:
         kind = d.get("kind", "tofu")
         if kind not in known_tasks():
             continue
-        allowed = get_task(kind).metric_columns
+        task = get_task(kind)
+        allowed = task.metric_columns
         for m in metrics:
             if m not in allowed:
                 close = difflib.get_close_matches(m, allowed, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 problems.append(f"{f}: eval: metric {m!r} is not computed by kind {kind!r}; allowed: "
                                 f"{', '.join(allowed)}{hint}")
+            elif m in getattr(task, "holdout_columns", ()) and (missing := _missing_holdout(d)):
+                problems.append(f"{f}: eval: metric {m!r} needs holdout rows, but data {d.get('name')!r} has no "
+                                f"{missing}; drop {m!r} from eval.metrics or add the file")
     return list(dict.fromkeys(problems))
+
+
+def _missing_holdout(data: dict) -> str | None:
+    """The holdout file a local TOFU folder lacks for its forget split (builtin data and hub ids have it)."""
+    source, split = str(data.get("source", "builtin")), str(data.get("forget_split", "forget10"))
+    if source == "builtin" or not os.path.isdir(os.path.expanduser(source)):
+        return None
+    path = os.path.join(os.path.expanduser(source), f"holdout{split[-2:]}.json")
+    return None if os.path.isfile(path) else path
 
 
 def _check_methods(f: str, methods: list[dict]) -> list[str]:

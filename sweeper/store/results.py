@@ -4,7 +4,8 @@ Layout under the storage root (a local folder or any pyarrow filesystem URI)::
 
     <storage>/<run>/trials/<trial_id>/steps.parquet    one row per unlearning step (curves)
     <storage>/<run>/trials/<trial_id>/summary.parquet  one row: the trial's config and final metrics
-    <storage>/<run>/trials/<trial_id>/samples.parquet  per-sample metric values (where the task has them)
+    <storage>/<run>/trials/<trial_id>/samples.parquet  per-sample scores with question, reference and greedy
+                                                        answer, at every evaluation step and the final one
     <storage>/<run>/trials/<trial_id>/_SUCCESS         written last; a trial without it is unfinished
     <storage>/targets/<hash>/                           cached "No-unlearn" targets, shared by runs
 
@@ -79,7 +80,20 @@ SUMMARY_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("verbmem_forget", pa.float64(), "MUSE VerbMem: ROUGE-L recall of continuations of forget text"),
     ("knowmem_forget", pa.float64(), "MUSE KnowMem on forget QA (ROUGE-L recall)"),
     ("knowmem_retain", pa.float64(), "MUSE KnowMem on retain QA (ROUGE-L recall), MUSE's utility"),
-    ("privleak", pa.float64(), "MUSE PrivLeak: Min-40% AUC relative to the retrained model, in %"),
+    ("privleak", pa.float64(), "PrivLeak (MUSE's): (AUC - AUC_retrained) / AUC_retrained * 100, Min-40% AUC of forget vs "
+     "holdout (MUSE: texts; TOFU: answers); near 0 good, negative = forget still looks memorised"),
+    ("mia_loss", pa.float64(), "membership-inference ROC AUC, holdout vs forget answers, by mean answer NLL "
+     "(1 = forget looks memorised, 0.5 = like never-seen; TOFU with holdout rows)"),
+    ("mia_zlib", pa.float64(), "the same AUC by zlib: mean NLL / zlib-compressed bytes of the answer"),
+    ("mia_min_k", pa.float64(), "the same AUC by Min-K% (k = 0.4): mean of the 40% lowest token log-probs"),
+    ("mia_min_k_plus_plus", pa.float64(), "the same AUC by Min-K%++ (k = 0.4): Min-K% on log-probs standardised by "
+     "the vocabulary's mean and std at each position"),
+    ("exact_mem_forget", pa.float64(), "exact memorisation: mean fraction of forget answer tokens that are the "
+     "model's argmax under teacher forcing"),
+    ("exact_mem_retain", pa.float64(), "exact memorisation on the retain eval subset"),
+    ("extraction_strength_forget", pa.float64(), "extraction strength: mean of 1 - k/n, k the shortest true answer "
+     "prefix from which greedy decoding reproduces the rest of the forget answer"),
+    ("extraction_strength_retain", pa.float64(), "extraction strength on the retain eval subset"),
     ("accuracy_forget", pa.float64(), "vision: top-1 accuracy on the forget class"),
     ("accuracy_retain", pa.float64(), "vision: top-1 accuracy on the retained classes"),
     ("status", pa.string(), "ok, diverged, failed or stopped_dominated (early stop of a front search)"),
@@ -99,10 +113,16 @@ SUMMARY_FIELDS: list[tuple[str, pa.DataType, str]] = [
 SAMPLE_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("run", pa.string(), "run name"),
     ("trial_id", pa.string(), "trial id"),
+    ("step", pa.int64(), "the unlearning step of the evaluation (every eval.every steps, and the last step run, "
+     "where the final evaluation's scores are); null for No-unlearn / reference rows"),
     ("split", pa.string(), "evaluation split: forget, retain, real_authors, world_facts, holdout, ..."),
-    ("metric", pa.string(), "metric name: rouge_recall, truth_ratio, prob, min_k, correct, ..."),
-    ("index", pa.int64(), "row index within the split"),
+    ("metric", pa.string(), "metric name: rouge_recall, rouge_f1, exact, prob, truth_ratio, exact_mem, "
+     "extraction_strength, mia_<attack>_score (non-membership score), min_k, correct, ..."),
+    ("index", pa.int64(), "row index within the split's evaluated rows"),
     ("value", pa.float64(), "the sample's value"),
+    ("question", pa.string(), "the question (TOFU, MUSE KnowMem) or prompt (MUSE VerbMem) evaluated"),
+    ("reference_answer", pa.string(), "its reference answer (or continuation)"),
+    ("generated_answer", pa.string(), "the model's greedy answer; null for scores without generation"),
 ]
 
 

@@ -115,6 +115,11 @@ class Task:
         task's analogue under the same names, e.g. accuracy for vision)."""
         raise NotImplementedError
 
+    def curve_evaluation(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict) -> tuple[dict, list[dict]]:
+        """``curve_metrics`` and the per-sample rows behind them (``samples.parquet`` with the step), [] by
+        default; a text task adds each question, its reference and the model's greedy answer."""
+        return self.curve_metrics(model, tokenizer, splits, eval_cfg), []
+
     def evaluate(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict,
                  reference: dict | None = None) -> tuple[dict, list[dict]]:
         """(summary columns of sweeper.store.results.SUMMARY_SCHEMA, per-sample rows of SAMPLE_SCHEMA).

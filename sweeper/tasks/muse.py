@@ -145,6 +145,14 @@ def fit_icl(tokenizer, questions: list[str], icl: list[tuple[str, str]], budget:
     return icl[len(icl) - k:]
 
 
+def _text_samples(split: str, metric: str, rows: list[dict], report: dict) -> list[dict]:
+    """Per-sample rows of a VerbMem / KnowMem report: the prompt or question, the reference (as scored)
+    and the greedy continuation beside each ROUGE-L recall."""
+    return [{"split": split, "metric": metric, "index": i, "value": float(x),
+             "question": r.get("question", r.get("prompt")), "reference_answer": ref, "generated_answer": out}
+            for i, (r, x, ref, out) in enumerate(zip(rows, report["recall"], report["references"], report["outputs"]))]
+
+
 def _pairs(rows: list[dict]) -> list[tuple[str, str]]:
     return [(r["question"], r["answer"]) for r in rows]
 
@@ -252,13 +260,17 @@ class MuseTask(LanguageModelTask):
         return self._verbmem(model, tokenizer, rows, GATE_NEW_TOKENS, GATE_SAMPLE)["mean_recall"]
 
     def curve_metrics(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict) -> dict:
+        return self.curve_evaluation(model, tokenizer, splits, eval_cfg)[0]
+
+    def curve_evaluation(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict) -> tuple[dict, list]:
         n, tokens, bs = eval_cfg["max_questions"], eval_cfg["max_new_tokens"], eval_cfg["batch_size"]
-        v = self._verbmem(model, tokenizer, _spread(splits["verbmem_forget"], n), min(tokens, VERBMEM_NEW_TOKENS), bs)
-        k = self._knowmem(model, tokenizer, _spread(splits["knowmem_retain"], n), splits.get("knowmem_retain_icl", []),
-                          min(tokens, KNOWMEM_NEW_TOKENS), bs)
-        return {"rouge_forget": v["mean_recall"], "rouge_retain": k["mean_recall"],
-                "final_loss_forget": self.token_nll(model, tokenizer, _spread(splits["forget"], n), bs),
-                "final_loss_retain": self.token_nll(model, tokenizer, _spread(splits["retain"], n), bs)}
+        vrows, krows = _spread(splits["verbmem_forget"], n), _spread(splits["knowmem_retain"], n)
+        v = self._verbmem(model, tokenizer, vrows, min(tokens, VERBMEM_NEW_TOKENS), bs)
+        k = self._knowmem(model, tokenizer, krows, splits.get("knowmem_retain_icl", []), min(tokens, KNOWMEM_NEW_TOKENS), bs)
+        return ({"rouge_forget": v["mean_recall"], "rouge_retain": k["mean_recall"],
+                 "final_loss_forget": self.token_nll(model, tokenizer, _spread(splits["forget"], n), bs),
+                 "final_loss_retain": self.token_nll(model, tokenizer, _spread(splits["retain"], n), bs)},
+                _text_samples("forget", "verbmem_rouge_recall", vrows, v) + _text_samples("retain", "knowmem_rouge_recall", krows, k))
 
     def _min_k(self, model, tokenizer, rows: list[dict], batch_size: int) -> list[float]:
         return min_k_scores(model, tokenizer, [r["text"] for r in rows], k=MIN_K, batch_size=batch_size,
@@ -285,11 +297,9 @@ class MuseTask(LanguageModelTask):
                   "rouge_f1_forget": float(np.mean(v["f1"])), "rouge_f1_retain": float(np.mean(kr["f1"])),
                   "final_loss_forget": self.token_nll(model, tokenizer, _spread(splits["forget"], n), bs),
                   "final_loss_retain": self.token_nll(model, tokenizer, _spread(splits["retain"], n), bs)}
-        samples = [{"split": split, "metric": metric, "index": i, "value": float(x)}
-                   for split, metric, values in (("forget", "verbmem_rouge_recall", v["recall"]),
-                                                 ("forget", "knowmem_rouge_recall", kf["recall"]),
-                                                 ("retain", "knowmem_rouge_recall", kr["recall"]))
-                   for i, x in enumerate(values)]
+        samples = (_text_samples("forget", "verbmem_rouge_recall", splits["verbmem_forget"], v)
+                   + _text_samples("forget", "knowmem_rouge_recall", splits["knowmem_forget"], kf)
+                   + _text_samples("retain", "knowmem_rouge_recall", splits["knowmem_retain"], kr))
         ref_auc = (reference or {}).get("privleak_auc")
         if ref_auc is not None and splits.get("privleak_forget") and splits.get("privleak_holdout"):
             f = self._min_k(model, tokenizer, splits["privleak_forget"], bs)

@@ -14,10 +14,11 @@ from sweeper.data.qa import QADataset
 from sweeper.metrics.evaluate import evaluate_qa
 from sweeper.tasks.base import register_task
 from sweeper.tasks.language import LanguageModelTask
-from sweeper.tasks.tofu_eval import curve_scores, evaluate_tofu, forget_truth_ratios
+from sweeper.tasks.tofu_eval import curve_samples, curve_scores, evaluate_tofu, forget_truth_ratios
+from sweeper.tasks.tofu_field import FIELD_COLUMNS, HOLDOUT_COLUMNS
 
 LIKELIHOOD_METRICS = {"prob_forget", "prob_retain", "truth_ratio_forget", "truth_ratio_retain", "model_utility",
-                      "forget_quality"}
+                      "forget_quality", *FIELD_COLUMNS}
 GATE_SAMPLE = 64  # questions (half forget, half retain) behind the memorisation gate
 
 
@@ -26,7 +27,10 @@ class TofuTask(LanguageModelTask):
     kind = "tofu"
     metric_columns = ("rouge_forget", "rouge_retain", "rouge_f1_forget", "rouge_f1_retain", "exact_forget",
                       "exact_retain", "final_loss_forget", "final_loss_retain", "prob_forget", "prob_retain",
-                      "truth_ratio_forget", "truth_ratio_retain", "model_utility", "forget_quality")
+                      "truth_ratio_forget", "truth_ratio_retain", "model_utility", "forget_quality",
+                      *FIELD_COLUMNS)
+    #: Columns that need holdout rows (``holdout01/05/10``): refused before training when a folder lacks them.
+    holdout_columns = HOLDOUT_COLUMNS
     data_defaults = {"source": "builtin", "n_authors": 20, "qa_per_author": 10, "forget_split": "forget10",
                      "seed": 0, "max_length": 512, "truncation": "question", "lengths": "short"}
 
@@ -56,7 +60,7 @@ class TofuTask(LanguageModelTask):
         tofu = load_tofu(source, forget_split=data["forget_split"])
         splits = {"forget": tofu.forget, "retain": tofu.retain, "forget_perturbed": tofu.forget_perturbed,
                   "retain_perturbed": tofu.retain_perturbed, "real_authors": tofu.real_authors,
-                  "world_facts": tofu.world_facts}
+                  "world_facts": tofu.world_facts, "holdout": tofu.holdout}
         return {k: v for k, v in splits.items() if v}
 
     def fit_lengths(self, splits, tokenizer, data, model_name, context):
@@ -70,7 +74,9 @@ class TofuTask(LanguageModelTask):
 
     def tokenizer_texts(self, splits: dict[str, list]) -> list[str]:
         texts = []
-        for rows in splits.values():
+        # Not the holdout rows: the tokenizer (and so every target built before holdout splits existed)
+        # stays what it was; holdout names and facts come from the same pools, so they tokenize alike.
+        for rows in [rows for name, rows in splits.items() if name != "holdout"]:
             for r in rows:
                 texts += [r["question"], r["answer"], r.get("paraphrased_answer", "")]
                 texts += list(r.get("perturbed_answer", []))
@@ -91,15 +97,27 @@ class TofuTask(LanguageModelTask):
         ``retain_perturbed`` when the source has them); the same numbers ``evaluate`` reports."""
         return curve_scores(model, tokenizer, splits, eval_cfg)[0]
 
+    def curve_evaluation(self, model, tokenizer, splits, eval_cfg) -> tuple[dict, list[dict]]:
+        """``curve_metrics`` and its per-sample rows (question, reference, greedy answer, ROUGE, exact)."""
+        summary, gen = curve_scores(model, tokenizer, splits, eval_cfg)
+        return summary, curve_samples(gen, splits, eval_cfg)
+
     def evaluate(self, model, tokenizer, splits, eval_cfg, reference=None):
         """TOFU's metrics (``sweeper.tasks.tofu_eval`` defines each): ROUGE, exact, loss, Probability
         and Truth Ratio on forget and retain, Model Utility (with real authors and world facts) and,
         given the retain-only model's ``reference``, Forget Quality; plus per-sample rows."""
-        if not self.selected_metrics(eval_cfg) & LIKELIHOOD_METRICS:  # only generation asked for: skip log-probs
-            return self.curve_metrics(model, tokenizer, splits, eval_cfg), []
-        return evaluate_tofu(model, tokenizer, splits, eval_cfg, reference)
+        selected = self.selected_metrics(eval_cfg)
+        if not selected & LIKELIHOOD_METRICS:  # only generation asked for: skip log-probs
+            return self.curve_evaluation(model, tokenizer, splits, eval_cfg)
+        return evaluate_tofu(model, tokenizer, splits, eval_cfg, reference, selected)
 
     def reference_data(self, model, tokenizer, splits, eval_cfg) -> dict:
-        """The retain-only model's per-row forget truth ratios, for Forget Quality."""
+        """The retain-only model's per-row forget truth ratios, for Forget Quality, and its Min-40% AUC
+        of forget vs holdout answers, for PrivLeak (when the data has holdout rows)."""
+        from sweeper.tasks import tofu_field as tf
+        from sweeper.tasks.tofu_eval import eval_rows
         r = forget_truth_ratios(model, tokenizer, splits, eval_cfg)
-        return {"forget_truth_ratio": r} if r else {}
+        forget = eval_rows(splits, "forget", int(eval_cfg["max_questions"]))
+        rows = {"forget": forget, "holdout": tf.holdout_rows(splits, len(forget))}
+        stats = tf.answer_stats(model, tokenizer, rows, int(eval_cfg.get("batch_size", 32))) if rows["holdout"] else {}
+        return {**({"forget_truth_ratio": r} if r else {}), **tf.retrained_auc(stats, rows["forget"], rows["holdout"])}

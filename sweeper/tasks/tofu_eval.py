@@ -96,8 +96,12 @@ def _mean(x) -> float | None:
     return float(np.mean(x)) if len(x) else None
 
 
-def likelihood_scores(model, tokenizer, rows_by_split: dict[str, list[dict]], batch_size: int) -> dict:
-    """Per split: per-row ``prob`` and (where the rows have perturbed answers) ``truth_ratio``."""
+def likelihood_scores(model, tokenizer, rows_by_split: dict[str, list[dict]], batch_size: int,
+                      scored: dict | None = None) -> dict:
+    """Per split: per-row ``prob`` and (where the rows have perturbed answers) ``truth_ratio``.
+    ``scored``: ``{(question, answer): TokenStats}`` already computed (``tofu_field.answer_stats``),
+    whose sums are used instead of scoring those pairs again."""
+    scored = scored or {}
     wanted: list[tuple[str, str]] = []
     for split, rows in rows_by_split.items():
         base = EVAL_SPLITS[split][1]
@@ -107,7 +111,8 @@ def likelihood_scores(model, tokenizer, rows_by_split: dict[str, list[dict]], ba
             if perturbed:
                 wanted.append((r["question"], r[base]))
                 wanted += [(r["question"], p) for p in r["perturbed_answer"]]
-    lp = score_pairs(model, tokenizer, wanted, batch_size)
+    lp = score_pairs(model, tokenizer, [p for p in wanted if p not in scored], batch_size)
+    lp.update({p: (st.sum_logprob, st.n) for p, st in scored.items()})
     out = {}
     for split, rows in rows_by_split.items():
         base = EVAL_SPLITS[split][1]
@@ -189,9 +194,32 @@ def forget_truth_ratios(model, tokenizer, splits: dict[str, list], eval_cfg: dic
     return likelihood_scores(model, tokenizer, {"forget": eval_rows(splits, "forget", n)}, bs)["forget"]["truth_ratio"]
 
 
-def evaluate_tofu(model, tokenizer, splits: dict[str, list], eval_cfg: dict,
-                  reference: dict | None = None) -> tuple[dict, list[dict]]:
-    """(summary columns, per-sample rows); see the module docstring for every definition."""
+def sample_rows(split: str, rows: list[dict], per_metric: dict[str, list], answers: list[str] | None = None) -> list[dict]:
+    """Per-sample rows of ``samples.parquet``: one per (row, metric), each with the question, the
+    reference answer and (where generated) the model's greedy answer, so a score can be read back to
+    the answer that caused it."""
+    out = []
+    for metric, values in per_metric.items():
+        for i, v in enumerate(values):
+            out.append({"split": split, "metric": metric, "index": i, "value": float(v),
+                        "question": rows[i]["question"], "reference_answer": rows[i]["answer"],
+                        "generated_answer": answers[i] if answers else None})
+    return out
+
+
+def curve_samples(gen: dict, splits: dict[str, list], eval_cfg: dict) -> list[dict]:
+    """The per-sample rows of a curve evaluation (``curve_scores``'s ``gen``): ROUGE and exact per question."""
+    n = _cfg(eval_cfg)[0]
+    return [r for s in ("forget", "retain") if gen[s]["answers"]
+            for r in sample_rows(s, eval_rows(splits, s, n), {"rouge_recall": gen[s]["recall"],
+                                 "rouge_f1": gen[s]["f1"], "exact": gen[s]["exact"]}, gen[s]["answers"])]
+
+
+def evaluate_tofu(model, tokenizer, splits: dict[str, list], eval_cfg: dict, reference: dict | None = None,
+                  selected: set[str] | None = None) -> tuple[dict, list[dict]]:
+    """(summary columns, per-sample rows); see the module docstring and ``tofu_field`` for every
+    definition. Selected metrics (``selected``, default all) left blank are named in one line."""
+    from sweeper.tasks import tofu_field as tf
     n, tokens, bs = _cfg(eval_cfg)
     summary, gen = curve_scores(model, tokenizer, splits, eval_cfg)
     rows = {s: eval_rows(splits, s, n) for s in EVAL_SPLITS}
@@ -199,7 +227,10 @@ def evaluate_tofu(model, tokenizer, splits: dict[str, list], eval_cfg: dict,
     for s in MC_SPLITS:
         if s in rows:
             gen[s] = generation_scores(model, tokenizer, rows[s], tokens, bs, with_loss=False)
-    lik = likelihood_scores(model, tokenizer, rows, bs)
+    token_rows = {"forget": rows.get("forget", []), "retain": rows.get("retain", []),
+                  "holdout": tf.holdout_rows(splits, len(rows.get("forget", [])))}
+    stats = tf.answer_stats(model, tokenizer, token_rows, bs)
+    lik = likelihood_scores(model, tokenizer, rows, bs, scored=stats)
     for s in ("forget", "retain"):
         summary[f"prob_{s}"] = _mean(lik[s]["prob"]) if s in lik else None
     fr = lik.get("forget", {}).get("truth_ratio", [])
@@ -208,10 +239,21 @@ def evaluate_tofu(model, tokenizer, splits: dict[str, list], eval_cfg: dict,
     summary["truth_ratio_retain"] = tm.truth_ratio_retain_aggregate(rr) if rr else None
     summary["model_utility"] = model_utility(utility_components(gen, lik))
     summary["forget_quality"] = forget_quality(fr, reference)
+    field, field_rows, blank = tf.field_metrics(stats, token_rows, reference)
+    summary.update(field)
+    if not fr:
+        why = "the forget rows have no perturbed answers: the data's <forget split>_perturbed.json was missing"
+        blank.update({"truth_ratio_forget": why, "forget_quality": why})
+    elif summary["forget_quality"] is None:
+        blank["forget_quality"] = "no retrained reference; set eval.retrained_reference: true"
+    if (line := tf.blank_note(blank, selected if selected is not None else set(summary))):
+        print(line, flush=True)
     samples = []
     for s in rows:
-        per_metric = {"rouge_recall": gen.get(s, {}).get("recall", []), "prob": lik[s]["prob"],
-                      "truth_ratio": lik[s]["truth_ratio"]}
-        for metric, values in per_metric.items():
-            samples += [{"split": s, "metric": metric, "index": i, "value": float(v)} for i, v in enumerate(values)]
+        per_metric = {"rouge_recall": gen.get(s, {}).get("recall", []), "rouge_f1": gen.get(s, {}).get("f1", []),
+                      "exact": gen.get(s, {}).get("exact", []), "prob": lik[s]["prob"],
+                      "truth_ratio": lik[s]["truth_ratio"], **field_rows.get(s, {})}
+        samples += sample_rows(s, rows[s], per_metric, gen.get(s, {}).get("answers"))
+    if "holdout" in field_rows:
+        samples += sample_rows("holdout", token_rows["holdout"], field_rows["holdout"])
     return summary, samples

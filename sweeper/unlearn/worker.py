@@ -39,11 +39,12 @@ def unlearn_trial(spec: TrialSpec, storage: Storage, session, device) -> None:
     torch.set_num_threads(max(1, int(spec.model["cpus_per_worker"])))
     import_plugins(spec.plugins)
     trial = _Trial(spec, storage, device)
-    rows, first, elapsed, best = [], 1, 0.0, None
+    rows, first, elapsed, best, samples = [], 1, 0.0, None, []
     state = session.restore()
     if state:  # a restarted trial resumes where the last checkpoint left off
         trial.unlearner.load_state_dict(state["unlearner"])
         rows, first, elapsed, best = state["rows"], state["step"] + 1, state["elapsed"], state.get("best")
+        samples = state.get("samples", [])
     start = time.perf_counter() - elapsed
     with trial.precision:
         status, diverged_step, final, stop_reason = "ok", None, None, None
@@ -61,11 +62,12 @@ def unlearn_trial(spec: TrialSpec, storage: Storage, session, device) -> None:
             if t % (spec.eval["every"] or spec.steps) == 0 or t == spec.steps:
                 if t == spec.steps:  # the final evaluation gives the curve's last point too
                     final = trial.evaluate()
-                scores = final[0] if final else trial.curve_metrics()
+                scores, step_samples = (final[0], []) if final else trial.curve_evaluation()
+                samples += [{**r, "step": t} for r in step_samples]  # each evaluation's answers, by step
                 if scores:
                     row.update({k: scores[k] for k in CURVE_KEYS})
                 best = keep_best(spec, storage, trial, row, best)
-                _checkpoint(session, trial, rows, t, time.perf_counter() - start, best)
+                _checkpoint(session, trial, rows, t, time.perf_counter() - start, best, samples)
         if status == "stopped_dominated":  # its point is its last evaluation; the full evaluation is skipped
             last = next((r for r in reversed(rows) if r.get("rouge_forget") is not None), {})
             final = ({k: last.get(k) for k in CURVE_KEYS}, [])
@@ -77,7 +79,9 @@ def unlearn_trial(spec: TrialSpec, storage: Storage, session, device) -> None:
                               best_step=best and best["step"],
                               diverged_step=diverged_step, final_lr=trial.unlearner.optimizer.param_groups[0]["lr"],
                               wall_s=time.perf_counter() - start, **final[0])
-        write_trial(storage, spec.run, spec.trial_id, rows, summary, finished=True, samples=final[1])
+        last = rows[-1]["step"] if rows else 0
+        samples += [{"step": last, **r} for r in final[1]]  # the final evaluation's, at the last step run
+        write_trial(storage, spec.run, spec.trial_id, rows, summary, finished=True, samples=samples)
 
 
 def stop_requested(storage: Storage, spec: TrialSpec, comm) -> str | None:
@@ -135,6 +139,8 @@ class _Trial:
         from sweeper.models.language import compute_precision
         from sweeper.unlearn.targets import load_target
         from sweeper.tasks import get_task
+        from sweeper.data.refusals import idk_rows
+        from sweeper.methods.objectives import get_objective
 
         self.spec, self.Diverged, self.comm = spec, Diverged, current_comm()
         self.task = get_task(spec.data["kind"])
@@ -153,22 +159,29 @@ class _Trial:
                                      param_dtype=getattr(torch, spec.model["dtype"]) if mixed else None)
             self.precision = contextlib.nullcontext() if mixed else self.precision
         cfg = LoopConfig(method=spec.method, method_params=spec.method_params, forget_loss=spec.forget_loss,
-                         forget_loss_params=spec.forget_loss_params, optimizer=spec.optimizer, lr=spec.lr,
+                         forget_loss_params=spec.forget_loss_params, retain_loss=spec.retain_loss,
+                         retain_loss_params=spec.retain_loss_params, optimizer=spec.optimizer, lr=spec.lr,
                          weight_decay=spec.weight_decay, steps=spec.steps, batch_size=spec.batch_size,
                          autolr=AutoLRConfig(**spec.autolr) if spec.lr_mode == "autolr" else None, seed=spec.seed)
         task, tok = self.task, self.tokenizer
-        self.unlearner = Unlearner(self.model, task.dataset(self.splits["forget"], tok),
-                                   task.dataset(self.splits["retain"], tok), task.collate(tok), cfg, comm=self.comm,
-                                   ref_logprobs=ref, device=device, logprobs=task.logprobs)
+        alt = None
+        if "alternate" in get_objective(spec.forget_loss).needs:   # idknll, idkdpo: refusals as answers
+            alt = task.dataset(idk_rows(self.splits["forget"], seed=spec.seed), tok)
+        with self.precision:   # objectives' cached target values in the trial's compute precision
+            self.unlearner = Unlearner(self.model, task.dataset(self.splits["forget"], tok),
+                                       task.dataset(self.splits["retain"], tok), task.collate(tok), cfg,
+                                       comm=self.comm, ref_logprobs=ref, device=device, logprobs=task.logprobs,
+                                       alt_forget_ds=alt)
 
     @property
     def evaluates(self) -> bool:
         return self.comm.rank == 0 or self.sharded  # FSDP: generation all-gathers, so every rank evaluates
 
-    def curve_metrics(self) -> dict | None:
+    def curve_evaluation(self) -> tuple[dict | None, list[dict]]:
+        """(curve metrics, their per-sample rows) on ranks that evaluate; (None, []) elsewhere."""
         if not self.evaluates:
-            return None
-        return self.task.curve_metrics(self.model, self.tokenizer, self.splits, self.spec.eval)
+            return None, []
+        return self.task.curve_evaluation(self.model, self.tokenizer, self.splits, self.spec.eval)
 
     def evaluate(self) -> tuple[dict, list] | None:
         """(summary metrics, per-sample rows) of the final evaluation, as the grid's eval.metrics select."""
@@ -178,14 +191,15 @@ class _Trial:
                                                      self.reference), self.spec.eval)
 
 
-def _checkpoint(session, trial: _Trial, rows: list[dict], step: int, elapsed: float, best: dict | None) -> None:
+def _checkpoint(session, trial: _Trial, rows: list[dict], step: int, elapsed: float, best: dict | None,
+                samples: list[dict] | None = None) -> None:
     """Progress and a checkpoint through the session; every rank calls it (a barrier under Ray Train).
     Under FSDP ``state_dict()`` is a collective that gathers the full state to rank 0: every rank calls it."""
     rank0 = trial.comm.rank == 0
     full = trial.unlearner.state_dict() if rank0 or getattr(trial.unlearner, "sharded", False) else None
     metrics = {k: rows[-1][k] for k in PROGRESS_KEYS + CURVE_KEYS if rows[-1].get(k) is not None}
-    session.report(metrics, {"unlearner": full, "rows": rows, "step": step, "elapsed": elapsed, "best": best}
-                   if rank0 else None)
+    session.report(metrics, {"unlearner": full, "rows": rows, "step": step, "elapsed": elapsed, "best": best,
+                             "samples": samples or []} if rank0 else None)
 
 
 def _retain_reference(storage: Storage, spec: TrialSpec) -> dict | None:
