@@ -131,11 +131,12 @@ def expand(doc: dict, run: str | None = None) -> list[TrialSpec]:
     for data, model, entry, lr_mode, lr, seed in itertools.product(
             doc["data"], doc["models"], doc["methods"], _as_list(doc["lr_modes"]), _as_list(u["lr"]),
             _as_list(doc["seeds"])):
-        for rule, fl, rule_params, fl_params, label in _method_variants(entry):
+        for rule, fl, rule_params, fl_params, label, rl, rl_params in _method_variants(entry):
             specs.append(TrialSpec(
                 run=run, model={**MODEL_DEFAULTS, **with_fingerprints(model, [data_spec(data)])},
                 data=data_spec(data), target=doc["target"],
                 method=rule, method_params=rule_params, forget_loss=fl, forget_loss_params=fl_params,
+                retain_loss=rl, retain_loss_params=rl_params,
                 label=label, lr_mode=lr_mode, lr=float(lr), optimizer=u["optimizer"],
                 weight_decay=float(u["weight_decay"]), steps=int(u["steps"]), batch_size=int(u["batch_size"]),
                 autolr=u["autolr"] if lr_mode == "autolr" else {}, eval=doc["eval"], seed=int(seed),

@@ -50,6 +50,9 @@ class TrialSpec:
     plugins: list = field(default_factory=list)
     #: A front search's settings and study (sweeper.front.studies); empty for a grid's trials.
     search: dict = field(default_factory=dict)
+    #: The retain side's loss (sweeper.methods.retain): nll (the paper's L_R), kl, rmu.
+    retain_loss: str = "nll"
+    retain_loss_params: dict = field(default_factory=dict)
     #: The trial id names the dataset (set when a grid has several data entries). Not part of the config
     #: hash: the same trial under an older id (``legacy_id``) is the same trial, so old runs resume.
     id_dataset: bool = False
@@ -68,6 +71,8 @@ class TrialSpec:
         d.pop("id_dataset")
         if not d["search"]:  # grid trials hash as they did before front searches existed
             d.pop("search")
+        if d.get("retain_loss", "nll") == "nll" and not d.get("retain_loss_params"):
+            d.pop("retain_loss", None), d.pop("retain_loss_params", None)   # ... and before retain losses
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

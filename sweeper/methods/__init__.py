@@ -11,7 +11,7 @@
 Importing this package registers every built-in rule (one module per family); the API is
 in ``registry``.
 """
-from . import gradnorm, imtlg, ngdiff, pcgrad, scalarization  # noqa: F401  (they register on import)
+from . import gradnorm, imtlg, ngdiff, pcgrad, pdu, scalarization  # noqa: F401  (they register on import)
 from .registry import (
     CombinationRule,
     StepScalars,

@@ -1,85 +1,56 @@
 """Forget objectives: what is *ascended* on the forget set, orthogonal to the combination rule.
 
-An objective maps the per-sequence answer log-probabilities of a forget batch to per-sequence
-contributions; the loop sums them over all workers and divides by the global count of the objective's
-unit ("tokens" or "sequences"), so the value is exact under any sharding.
+Each objective maps one forward pass (``sweeper.methods.forward.Forward``, holding only what the
+objective declared it needs) to per-sequence values; the loop sums them over all workers and divides by
+the global count of the objective's unit, so the value is exact under any sharding (the registry and
+its rules: ``sweeper.methods.objective_registry``).
 
 * ``nll`` (default): L_F = mean token negative log-likelihood; ascending it is gradient ascent.
 * ``npo`` (the paper's Eq. 9, Zhang et al. 2024): L_NPO = -(2/beta) E_F[log sigmoid(-beta log(pi/pi_ref))]
   with sequence log-probabilities; the ascended objective is -L_NPO. pi_ref's log-probabilities come
   from the No-unlearn target, computed once before unlearning and cached (no second model in memory).
+* ``simnpo`` (Fan et al. 2024), reference-free and length-normalised, ascended
+  gamma (2/beta) log sigmoid(beta (NLL/|y| - delta)); beta 4.5, gamma 0.125, delta 0 as published.
+* token-weighted and distillation objectives (``wga``, ``satimp``, ``ce_u``, ``undial``):
+  ``sweeper.methods.token_objectives``; refusals (``idknll``, ``idkdpo``): ``sweeper.methods.idk``;
+  ``rmu``: ``sweeper.methods.rmu``; retain losses (``nll``, ``kl``, ``rmu``): ``sweeper.methods.retain``.
 
 Usage::
 
     obj = get_objective("npo")
-    values = obj.fn(seq_logprob, ref_logprob, beta=0.1)   # tensor [B], summed then / n_sequences
+    values = obj.fn(Forward(seq_logprob, n_tokens, ref_logprob=ref), beta=0.1)   # [B], / n_sequences
 """
 from __future__ import annotations
-
-import difflib
-import inspect
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class ForgetObjective:
-    name: str
-    unit: str  # "tokens" or "sequences": the global count the summed values are divided by
-    needs_reference: bool
-    fn: Callable[..., torch.Tensor]
-
-    def params(self) -> list[str]:
-        return [p.name for p in inspect.signature(self.fn).parameters.values() if p.kind == p.KEYWORD_ONLY]
-
-
-_OBJECTIVES: dict[str, ForgetObjective] = {}
-
-
-def forget_objective(name: str, *, unit: str, needs_reference: bool = False):
-    """Register ``fn(seq_logprob, ref_logprob, **params) -> per-sequence values`` under ``name``."""
-    def register(fn):
-        _OBJECTIVES[name] = ForgetObjective(name, unit, needs_reference, fn)
-        return fn
-    return register
+from .objective_registry import (  # noqa: F401  (the public API of objectives)
+    NEEDS, ForgetObjective, Objective, forget_objective, get_objective, known_objectives, objective_problem,
+    positive, retain_objective)
 
 
 @forget_objective("nll", unit="tokens")
-def nll(seq_logprob: torch.Tensor, ref_logprob: torch.Tensor | None) -> torch.Tensor:
+def nll(f) -> torch.Tensor:
     """Summed token NLL per sequence; divided by the global token count it is the mean token NLL."""
-    return -seq_logprob
+    return -f.seq_logprob
 
 
-@forget_objective("npo", unit="sequences", needs_reference=True)
-def npo(seq_logprob: torch.Tensor, ref_logprob: torch.Tensor, *, beta: float = 0.1) -> torch.Tensor:
+@forget_objective("npo", unit="sequences", needs=("reference",), bounds=positive("beta"))
+def npo(f, *, beta: float = 0.1) -> torch.Tensor:
     """(2/beta) log sigmoid(-beta (log pi - log pi_ref)) per sequence, i.e. -L_NPO before the mean."""
-    return (2.0 / beta) * F.logsigmoid(-beta * (seq_logprob - ref_logprob))
+    return (2.0 / beta) * F.logsigmoid(-beta * (f.seq_logprob - f.ref_logprob))
 
 
-def known_objectives() -> list[str]:
-    return sorted(_OBJECTIVES)
+@forget_objective("simnpo", unit="sequences", bounds={**positive("beta"), "gamma": (0.0, float("inf"))})
+def simnpo(f, *, beta: float = 4.5, gamma: float = 0.125, delta: float = 0.0) -> torch.Tensor:
+    """SimNPO: gamma (2/beta) log sigmoid(beta (NLL/|y| - delta)) per sequence (-L_SimNPO; no reference).
+
+    NLL/|y| is the sequence's mean answer-token NLL. delta is the paper's margin gamma_paper / beta;
+    gamma weighs the forget term as in the field's common framework (gamma L_F + alpha L_R)."""
+    mean_nll = -f.seq_logprob / f.n_tokens.clamp(min=1)
+    return gamma * (2.0 / beta) * F.logsigmoid(beta * (mean_nll - delta))
 
 
-def objective_problem(name: str, params: dict) -> str | None:
-    """One sentence saying what is wrong with ``name``/``params``, or None."""
-    if name not in _OBJECTIVES:
-        close = difflib.get_close_matches(name, _OBJECTIVES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"unknown forget_loss {name!r}; known: {', '.join(known_objectives())}{hint}"
-    allowed = _OBJECTIVES[name].params()
-    for key, value in params.items():
-        if key not in allowed:
-            return f"forget_loss {name!r} has no parameter {key!r}; its parameters are: {', '.join(allowed) or 'none'}"
-        if key == "beta" and not (isinstance(value, (int, float)) and value > 0):
-            return f"forget_loss {name!r}: beta = {value!r} must be a positive number"
-    return None
-
-
-def get_objective(name: str) -> ForgetObjective:
-    problem = objective_problem(name, {})
-    if problem:
-        raise ValueError(problem)
-    return _OBJECTIVES[name]
+# The other objectives register on import (after nll and npo, so messages list those two first).
+from . import idk, retain, rmu, token_objectives  # noqa: E402,F401

@@ -64,6 +64,11 @@ def _tiny_config(arch: str, vocab_size: int, pad_id: int, eos_id: int,
 TINY_MODELS = tuple(f"tiny-{a}" for a in ("gpt2", "phi", "falcon", "llama", "mistral"))
 
 
+def tiny_layers(name: str) -> int | None:
+    """The number of transformer blocks of tiny twin ``name`` (None for other models: known only once loaded)."""
+    return _TINY["layers"] if is_tiny(name) else None
+
+
 def is_tiny(name: str) -> bool:
     return name in TINY_MODELS
 

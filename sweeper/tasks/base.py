@@ -45,6 +45,9 @@ class Task:
     kind: str = ""
     #: Summary columns this task's ``evaluate`` fills; a grid's ``eval.metrics`` selects among them.
     metric_columns: tuple[str, ...] = ()
+    #: What a forward pass of this task's models can give an objective (sweeper.methods.objective_registry.NEEDS):
+    #: every task gives per-example log-probs and the cached reference; causal LMs and QA rows give more.
+    offers: frozenset = frozenset({"sequence", "reference"})
     #: Allowed keys of a grid's data entry and their defaults (``name`` and ``kind`` are always allowed).
     data_defaults: dict[str, Any] = {}
 

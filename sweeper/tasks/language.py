@@ -32,6 +32,8 @@ TINY_MIN_POSITIONS = 256
 
 
 class LanguageModelTask(Task):
+    #: Causal LMs give token log-probs, logits and hidden states, and the target's values of both.
+    offers = Task.offers | {"tokens", "logits", "hidden", "target_logits", "target_hidden"}
 
     def make_tokenizer(self, model: dict, splits: dict[str, list], source: str | None = None):
         """A tokenizer trained on the data (a tiny twin being built), else from the model's ``tokenizer``

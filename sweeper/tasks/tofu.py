@@ -25,6 +25,8 @@ GATE_SAMPLE = 64  # questions (half forget, half retain) behind the memorisation
 @register_task
 class TofuTask(LanguageModelTask):
     kind = "tofu"
+    #: QA rows can carry a second (refusal) answer: IdkNLL and IdkDPO.
+    offers = LanguageModelTask.offers | {"alternate", "target_alternate"}
     metric_columns = ("rouge_forget", "rouge_retain", "rouge_f1_forget", "rouge_f1_retain", "exact_forget",
                       "exact_retain", "final_loss_forget", "final_loss_retain", "prob_forget", "prob_retain",
                       "truth_ratio_forget", "truth_ratio_retain", "model_utility", "forget_quality",

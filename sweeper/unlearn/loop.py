@@ -19,6 +19,11 @@ no all-reduce of gradients. g_R is kept as a list of local-shard copies; ||g_R||
 g_R.g_F are sums of local-shard dot products, packed in one tensor and all-reduced once per step;
 g = w_R g_R - w_F g_F is written into the local shards with foreach ops.
 
+What each side computes is its objective's choice (``sweeper.methods.passes.ObjectiveSide``): the
+forget objective (``forget_loss``: nll, npo, simnpo, rmu, undial, ...) and the retain loss
+(``retain_loss``: nll, kl, rmu) declare what they need from the forward pass, and only that is
+computed; the target's values some of them need are cached from the model before its first update.
+
 Usage (no Ray)::
 
     unlearner = Unlearner(model, forget_ds, retain_ds, collate, LoopConfig(method="ngdiff", steps=20))
@@ -39,7 +44,7 @@ from sweeper.unlearn.distributed import Comm
 from sweeper.unlearn.fsdp import ensure_sum_reduction, gather_state, is_sharded, restore_state
 from sweeper.models.lm import sequence_logprobs
 from sweeper.methods import StepScalars, make_rule
-from sweeper.methods.objectives import get_objective
+from sweeper.methods.passes import ObjectiveSide, chunks_needed, rows_to_cache
 from sweeper.unlearn.optimizers import make_optimizer
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class LoopConfig:
     method_params: dict = field(default_factory=dict)
     forget_loss: str = "nll"
     forget_loss_params: dict = field(default_factory=dict)
+    retain_loss: str = "nll"
+    retain_loss_params: dict = field(default_factory=dict)
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -130,13 +137,18 @@ class Unlearner:
 
     def __init__(self, model: torch.nn.Module, forget_ds, retain_ds, collate: Callable[[list], dict],
                  cfg: LoopConfig, comm: Comm | None = None, ref_logprobs: torch.Tensor | None = None,
-                 device: str | torch.device = "cpu", logprobs: Callable = sequence_logprobs):
+                 device: str | torch.device = "cpu", logprobs: Callable = sequence_logprobs, alt_forget_ds=None):
         self.model, self.cfg, self.comm, self.logprobs = model, cfg, comm or Comm(), logprobs
         self.forget_ds, self.retain_ds, self.collate, self.device = forget_ds, retain_ds, collate, device
+        self.alt_forget_ds = alt_forget_ds   # the forget rows with refusals as answers (idknll, idkdpo)
         self.rule = make_rule(cfg.method, cfg.method_params, seed=cfg.seed)
-        self.objective = get_objective(cfg.forget_loss)
+        self.forget = ObjectiveSide("forget", cfg.forget_loss, cfg.forget_loss_params, logprobs=logprobs, seed=cfg.seed)
+        self.retain = ObjectiveSide("retain", cfg.retain_loss, cfg.retain_loss_params, logprobs=logprobs, seed=cfg.seed)
+        self.objective = self.forget.obj
         if self.objective.needs_reference and ref_logprobs is None:
             raise ValueError(f"forget_loss {cfg.forget_loss!r} needs the target's cached reference log-probs")
+        if "alternate" in self.objective.needs and alt_forget_ds is None:
+            raise ValueError(f"forget_loss {cfg.forget_loss!r} needs alternate (refusal) answers for the forget rows")
         self.ref_logprobs = ref_logprobs
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.sharded = is_sharded(model)
@@ -154,7 +166,31 @@ class Unlearner:
         self.reuse_train_loss = not has_active_dropout(model)
         self.batches = StepBatches({"forget": len(forget_ds), "retain": len(retain_ds)}, cfg.batch_size,
                                    cfg.seed, self.comm.rank, self.comm.world_size)
+        self.cache_bytes = self._fill_caches()
         self.started = time.perf_counter()
+
+    def _fill_caches(self) -> int:
+        """The target's values the objectives need, from the model before its first update (so build the
+        Unlearner before loading a resumed state). Sharded: every worker runs as many forward passes."""
+        total = 0
+        for split, side, ds in (("forget", self.forget, self.forget_ds), ("retain", self.retain, self.retain_ds)):
+            if not side.caches:
+                continue
+            rows = rows_to_cache(self.batches, split, len(ds), self.cfg.steps)
+            chunk = max(1, self.cfg.batch_size // self.comm.world_size)
+            n_chunks = chunks_needed(len(rows), chunk)
+            if self.sharded:   # the largest count over workers (a sum of one-hot slots)
+                slots = torch.zeros(self.comm.world_size, device=self.params[0].device)
+                slots[self.comm.rank] = n_chunks
+                n_chunks = int(self.comm.all_reduce_sum(slots).max())
+
+            def batch_of(part, alternate, ds=ds):
+                alt = self._batch(self.alt_forget_ds, part) if alternate else None
+                return self._batch(ds, part), alt
+            self.model.eval()
+            total += side.fill_cache(self.model, batch_of, rows, chunk, n_chunks)
+            self.model.train()
+        return total
 
     def _attach_flat_grads(self) -> torch.Tensor:
         """One flat buffer; every parameter's .grad is a view into it (backward accumulates in place)."""
@@ -235,8 +271,8 @@ class Unlearner:
         """L_R at the current parameters, eval mode, averaged over workers (AutoLR's probe)."""
         self.model.eval()
         with torch.no_grad():
-            logp, _ = self.logprobs(self.model, batch)
-            local = (-logp.sum() / n_global).reshape(1).float()
+            values = self.retain.values(self.retain.forward(self.model, batch))
+            local = (values.sum() / n_global).reshape(1).float()
         self.model.train()
         return float(self.comm.all_reduce_sum(local))
 
@@ -244,28 +280,29 @@ class Unlearner:
         """Run step t (1-based) and return its curve row (without evaluation columns)."""
         self.model.train()
         rb = self._batch(self.retain_ds, self.batches.indices("retain", t))
-        fb = self._batch(self.forget_ds, self.batches.indices("forget", t))
+        f_rows = self.batches.indices("forget", t)
+        fb = self._batch(self.forget_ds, f_rows)
+        alt = self._batch(self.alt_forget_ds, f_rows) if "alternate" in self.forget.needs else None
         self._zero_grads()
-        logp_r, n_r_local = self.logprobs(self.model, rb)
+        f_r = self.retain.forward(self.model, rb)
         # Losses are per-worker sums over the GLOBAL count, so the all-reduced sum is the exact global
         # mean even when workers hold different numbers of tokens.
-        n_r = self.comm.all_reduce_sum(n_r_local.sum().float().reshape(1))[0]
-        loss_r_local = -logp_r.sum() / n_r
+        n_r = self.retain.denominator(self.comm.all_reduce_sum(self.retain.counts(f_r)))
+        loss_r_local = self.retain.values(f_r).sum() / n_r
         loss_r_local.backward()
+        del f_r
         self._reduce_grads()
         self._save_retain()
 
         self._zero_grads()
-        logp_f, n_f_local = self.logprobs(self.model, fb)
-        counts = torch.stack([n_f_local.sum().float(), torch.tensor(float(logp_f.shape[0]), device=logp_f.device)])
-        n_f_tok, n_f_seq = self.comm.all_reduce_sum(counts)
-        ref = self.ref_logprobs[fb["index"].cpu()].to(logp_f.device) if self.objective.needs_reference else None
-        values = self.objective.fn(logp_f, ref, **self.cfg.forget_loss_params)
-        obj_local = values.sum() / (n_f_tok if self.objective.unit == "tokens" else n_f_seq)
+        f_f = self.forget.forward(self.model, fb, alt, self.ref_logprobs)
+        counts = self.comm.all_reduce_sum(self.forget.counts(f_f))
+        obj_local = self.forget.values(f_f).sum() / self.forget.denominator(counts)
         obj_local.backward()
         self._reduce_grads()
 
-        losses = torch.stack([loss_r_local.detach(), obj_local.detach(), -logp_f.detach().sum() / n_f_tok])
+        losses = torch.stack([loss_r_local.detach(), obj_local.detach(), -f_f.seq_logprob.detach().sum() / counts[0]])
+        del f_f
         loss_r, objective, loss_f = self.comm.all_reduce_sum(losses.float()).tolist()
         sq_r, sq_f, dot = self._grad_products()
         s = StepScalars(step=t, loss_retain=loss_r, loss_forget=objective,
