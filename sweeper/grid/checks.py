@@ -409,8 +409,9 @@ def _check_methods_fit(f: str, methods: list[dict], models: list[dict], data: li
     from sweeper.tasks import get_task, known_tasks
     problems = []
     for i, entry in enumerate(methods):
-        if "method" not in entry or not isinstance(entry["method"], str):
-            continue
+        if not all(isinstance(entry.get(k, ""), str) for k in ("method", "forget_loss", "retain_loss")) \
+                or "method" not in entry:
+            continue   # _check_methods names the problem
         for _, fl, _, fl_params, _, rl, rl_params in _method_variants(entry):
             for side, name, params in (("forget", fl, fl_params), ("retain", rl, rl_params)):
                 if objective_problem(name, params, side):

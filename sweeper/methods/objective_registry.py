@@ -119,7 +119,7 @@ def _value_problem(key: str, where: str, obj: Objective, value) -> str | None:
 def objective_problem(name: str, params: dict, side: str = "forget") -> str | None:
     """One sentence saying what is wrong with ``name``/``params`` on ``side``, or None."""
     registry, key = _REGISTRY[side], _KEY[side]
-    if name not in registry:
+    if not isinstance(name, str) or name not in registry:
         close = difflib.get_close_matches(str(name), registry, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"unknown {key} {name!r}; known: {', '.join(known_objectives(side))}{hint}"
