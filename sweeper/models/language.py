@@ -16,11 +16,17 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-
 import os
 
 import torch
 import transformers
+
+# The sweeper's own lines say what a target or trial is doing; transformers' per-load and per-save
+# progress bars ("Loading weights", "Writing model shards") and advice only repeat it, in every Ray worker
+# and in-process alike. SWEEPER_VERBOSE=1 keeps them.
+if not os.environ.get("SWEEPER_VERBOSE"):
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
 
 # Shapes shared by all tiny twins: large enough to memorise a few hundred QA pairs in seconds on a CPU,
 # small enough that a step costs milliseconds. Dropout is 0 so train and eval forward passes agree
