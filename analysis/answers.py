@@ -1,0 +1,127 @@
+"""One HTML page per trial with its worst-scored answers, read back from the trial's ``samples.parquet``.
+
+A surprising ROUGE in a table can be read back to the answers that caused it: the page lists the
+forget questions the model still answers best (highest ROUGE-L recall: what it did not forget) and the
+retain questions it answers worst (lowest: what it lost), each with the question, the reference and
+the model's greedy answer, at the trial's final evaluation; then the mean ROUGE of every evaluated step.
+
+    pages = write_answer_pages(load_run("runs/demo"), Path("runs/demo/report"))   # {trial_dir: "answers/x.html"}
+"""
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from analysis.load import RunData, _filesystem
+
+#: Per-sample ROUGE metrics, by task: TOFU's answers, MUSE's VerbMem (forget) and KnowMem (retain).
+ROUGE_METRICS = ("rouge_recall", "verbmem_rouge_recall", "knowmem_rouge_recall")
+WORST = 10
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}td,th{border:1px solid #ccc;padding:2px 6px;
+vertical-align:top}.note{color:#555;font-size:.9em}"""
+
+
+def read_samples(data: RunData, trial_dir: str) -> pd.DataFrame | None:
+    """The trial's ``samples.parquet`` as a DataFrame, or None when it has none (or it cannot be read)."""
+    for source in data.sources or [trial_dir.rsplit("/trials/", 1)[0]]:
+        shown = source.split("?", 1)[0].rstrip("/")
+        if not trial_dir.startswith(shown + "/"):
+            continue
+        fs, root = _filesystem(source)
+        try:
+            return pq.read_table(f"{root}{trial_dir[len(shown):]}/samples.parquet", filesystem=fs).to_pandas()
+        except (FileNotFoundError, OSError):
+            return None
+    return None
+
+
+def final_samples(samples: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the last evaluation (the highest ``step``; all rows when no step is recorded)."""
+    if "step" not in samples or samples["step"].isna().all():
+        return samples
+    return samples[samples["step"] == samples["step"].max()]
+
+
+def worst_answers(samples: pd.DataFrame, n: int = WORST) -> dict[str, pd.DataFrame]:
+    """``{"forget": n highest-ROUGE forget answers, "retain": n lowest-ROUGE retain answers}`` of the final
+    evaluation (per split, the first ROUGE metric of ``ROUGE_METRICS`` it has)."""
+    final = final_samples(samples)
+    out = {}
+    for split, highest in (("forget", True), ("retain", False)):
+        rows = final[final["split"] == split]
+        metric = next((m for m in ROUGE_METRICS if (rows["metric"] == m).any()), None)
+        if metric is None:
+            continue
+        rows = rows[rows["metric"] == metric].sort_values(["value", "index"], ascending=[not highest, True])
+        out[split] = rows.head(n).assign(metric=metric)
+    return out
+
+
+def _esc(x) -> str:
+    return "–" if x is None or (not isinstance(x, str) and pd.isna(x)) else html.escape(str(x))
+
+
+def _answers_table(rows: pd.DataFrame) -> str:
+    head = "<tr><th>#</th><th>ROUGE-L recall</th><th>question</th><th>reference</th><th>model's greedy answer</th></tr>"
+    body = [f"<tr><td>{int(r['index'])}</td><td>{r['value']:.3f}</td><td>{_esc(r.get('question'))}</td>"
+            f"<td>{_esc(r.get('reference_answer'))}</td><td>{_esc(r.get('generated_answer'))}</td></tr>"
+            for _, r in rows.iterrows()]
+    return "<table>" + head + "".join(body) + "</table>"
+
+
+def _by_step(samples: pd.DataFrame) -> str:
+    """Mean ROUGE of each evaluated step, per split: how the answers moved during unlearning."""
+    rouge = samples[samples["metric"].isin(ROUGE_METRICS) & samples["split"].isin(["forget", "retain"])]
+    if "step" not in rouge or rouge["step"].isna().all():
+        return ""
+    table = rouge.groupby(["step", "split"])["value"].mean().unstack("split").sort_index()
+    rows = "".join(f"<tr><td>{int(s)}</td>" + "".join(f"<td>{v:.3f}</td>" for v in r) + "</tr>"
+                   for s, r in table.iterrows())
+    head = "<tr><th>step</th>" + "".join(f"<th>{html.escape(c)} ROUGE</th>" for c in table.columns) + "</tr>"
+    return "<h2>Mean ROUGE at each evaluation</h2><table>" + head + rows + "</table>"
+
+
+def trial_page(row: pd.Series, samples: pd.DataFrame | None, n: int = WORST) -> str:
+    """The HTML page of one trial (``row``: its summary row)."""
+    title = f"{row.get('trial_id')} ({row.get('method')}, {row.get('model')} on {row.get('dataset')})"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title><style>{CSS}</style>"
+             f"</head><body><p><a href='../index.html'>← report</a></p><h1>{_esc(title)}</h1>"]
+    if samples is None or samples.empty:
+        parts.append("<p class='note'>This trial wrote no samples.parquet (an older run, or a failed trial).</p>")
+        return "\n".join(parts + ["</body></html>"]) + "\n"
+    worst = worst_answers(samples, n)
+    step = final_samples(samples)["step"].max() if "step" in samples else None
+    when = f" at step {int(step)}" if step is not None and pd.notna(step) else ""
+    for split, what in (("forget", "forget questions answered best (highest ROUGE: not forgotten)"),
+                        ("retain", "retain questions answered worst (lowest ROUGE: lost)")):
+        if split in worst:
+            parts += [f"<h2>The {len(worst[split])} {what}{when}</h2>", _answers_table(worst[split])]
+    parts.append(_by_step(samples))
+    parts.append("<p class='note'>Every score of every evaluated question, with its step: the trial's "
+                 "samples.parquet (columns step, split, metric, index, value, question, reference_answer, "
+                 "generated_answer).</p></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def page_name(trial_dir: str) -> str:
+    return "answers/" + re.sub(r"[^A-Za-z0-9._-]+", "_", trial_dir.rstrip("/").rsplit("/", 1)[-1]) + ".html"
+
+
+def write_answer_pages(data: RunData, out: Path, n: int = WORST) -> dict[str, str]:
+    """Write one page per finished trial (No-unlearn rows included) under ``out/answers/``; return
+    ``{trial_dir: page path relative to out}`` for the trials that have samples."""
+    links = {}
+    for _, row in data.summaries.iterrows():
+        samples = read_samples(data, row["trial_dir"])
+        if samples is None:
+            continue
+        name = page_name(row["trial_dir"])
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(trial_page(row, samples, n), encoding="utf-8")
+        links[row["trial_dir"]] = name
+    return links
