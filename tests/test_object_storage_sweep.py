@@ -2,18 +2,21 @@
 here, on 127.0.0.1; no network) named by a query-parameter URI
 (``s3://bucket/runs?endpoint_override=127.0.0.1:PORT&scheme=http``).
 
-One sweep, three launches: the first is SIGKILLed, with every process of its session, once a trial has
-finished and another is held half-way (the smoke grid's GDiff trials are the test plugin's
-``gdiff_hold``: GDiff that can be held at step 15, after its step-10 checkpoint); the same command then
-completes the run with nothing lost (no finished trial re-run, the held one continued from its
-checkpoint in the store, the target downloaded once into the node's cache) and writes the report into
-the store and into the local folder it was given; a third launch re-runs nothing.
+One sweep, three launches, each trial a Ray Train job (``--runner train``: Ray Train's checkpoints and
+its resume go through the store; the inline runner's checkpoints do in tests/test_multinode.py). The
+first launch is SIGKILLed, with every process of its session, once a trial has finished and another is
+held half-way (the smoke grid's GDiff trials are the test plugin's ``gdiff_hold``: GDiff that can be
+held at step 15, after its step-10 checkpoint is registered); the same command then completes the run
+with nothing lost (no finished trial re-run, the held one continued from its checkpoint in the store,
+the target downloaded once into the node's cache) and writes the report into the store and into the
+local folder it was given; a third launch re-runs nothing.
 
 Slow (about 3 minutes on 2 CPUs): ``pytest -m slow``.
 """
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -50,6 +53,17 @@ def seed_target(demo_storage: Path, store: Storage) -> None:
         store.upload_dir(str(done.parent), f"targets/{done.parent.name}")
 
 
+def checkpoint(store: Storage, trial: str) -> dict | None:
+    """The state of the checkpoint Ray Train's controller registered last for this trial, if any."""
+    snap = f"{RUN}/train/{trial}/checkpoint_manager_snapshot.json"
+    latest = json.loads(store.read_bytes(snap)).get("latest_checkpoint_result") if store.exists(snap) else None
+    if not latest:
+        return None
+    import torch
+    data = store.read_bytes(f"{RUN}/train/{trial}/{latest['checkpoint_dir_name']}/state.pt")
+    return torch.load(io.BytesIO(data), weights_only=False)
+
+
 def snapshot(store: Storage, trial: str) -> dict:
     """The bytes and modification times of a trial's files in the store, and its checkpoint folder."""
     base = f"{RUN}/trials/{trial}"
@@ -60,7 +74,6 @@ def snapshot(store: Storage, trial: str) -> dict:
 
 
 def test_smoke_grid_on_object_storage_killed_resumed_and_relaunched(demo_storage, tmp_path):
-    import torch
     with s3_server() as s3:
         s3.bucket(BUCKET)
         uri = s3.uri(f"{BUCKET}/runs")
@@ -69,7 +82,7 @@ def test_smoke_grid_on_object_storage_killed_resumed_and_relaunched(demo_storage
         hold, cache = tmp_path / "hold", tmp_path / "node-cache"
         env = launcher_env(**{HOLD_ENV: str(hold), "SWEEPER_CACHE": str(cache)})
         cmd = [sys.executable, "-m", "sweeper.launch", "--grid", str(smoke_grid(tmp_path)), "--storage", uri,
-               "--report-dir", str(tmp_path / "report")]
+               "--runner", "train", "--report-dir", str(tmp_path / "report")]
 
         def finished() -> set:
             return {p.split("/")[0] for p in store.list_files(f"{RUN}/trials") if p.endswith("/_SUCCESS")} \
@@ -97,9 +110,9 @@ def test_smoke_grid_on_object_storage_killed_resumed_and_relaunched(demo_storage
         hold.unlink()
 
         done_before = finished()
-        held = {t: torch.load(io.BytesIO(store.read_bytes(f"{RUN}/train/{t}/inline_state.pt")), weights_only=False)
-                for t in {p.split("/")[0] for p in store.list_files(f"{RUN}/train") if p.endswith("inline_state.pt")}
-                if t not in done_before}
+        # Read now: Ray Train keeps only the latest checkpoint, so the resumed run replaces it.
+        held = {t: state for t in {p.split("/")[0] for p in store.list_files(f"{RUN}/train")} - done_before
+                if (state := checkpoint(store, t))}
         assert len(done_before) >= 2 and held, (done_before, held)  # No-unlearn row + >= 1 trial; >= 1 half-way
         before = {t: snapshot(store, t) for t in done_before}
 
