@@ -147,7 +147,7 @@ def _kl(p: list[float], q: list[float]) -> float:
 
 def test_undial_at_the_target_is_the_kl_of_the_adjusted_distribution():
     f = _fake()
-    f.target_logits = f.logits.clone() * f.mask.unsqueeze(-1)
+    f.target_logits = f.logits[f.mask].clone()   # packed: the answer positions only
     beta = 10.0
 
     def kl(b, t):
@@ -157,10 +157,11 @@ def test_undial_at_the_target_is_the_kl_of_the_adjusted_distribution():
 
     _check(get_objective("undial").fn(f, beta=beta), [-x for x in _per_row(f, kl)])
     # away from the target: KL(q || p) with q from the target's logits and p the model's
+    target = f.logits.clone()
     f.logits = f.logits + torch.randn(B, T, V, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
 
     def kl_moved(b, t):
-        zt, y = f.target_logits[b, t].tolist(), int(f.labels[b, t])
+        zt, y = target[b, t].tolist(), int(f.labels[b, t])
         q = _softmax([x - 3.0 if j == y else x for j, x in enumerate(zt)])
         return _kl(q, _softmax(f.logits[b, t].tolist()))
 
@@ -170,11 +171,11 @@ def test_undial_at_the_target_is_the_kl_of_the_adjusted_distribution():
 def test_retain_kl():
     f = _fake()
     target = torch.randn(B, T, V, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    f.target_logits = target * f.mask.unsqueeze(-1)
+    f.target_logits = target[f.mask]
     kl = get_objective("kl", side="retain").fn
     expected = _per_row(f, lambda b, t: _kl(_softmax(target[b, t].tolist()), _softmax(f.logits[b, t].tolist())))
     _check(kl(f), expected)
-    f.target_logits = f.logits.clone()
+    f.target_logits = f.logits[f.mask].clone()
     assert kl(f).abs().max().item() < 1e-12
 
 
@@ -191,10 +192,10 @@ def test_rmu_forget_and_retain():
     steer = [coeff * x for x in u.tolist()]
     _check(get_objective("rmu").fn(f, coeff=coeff), [-x for x in _per_row(f, lambda b, t: sq(b, t, steer))])
     target = torch.randn(B, T, D, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
-    f.target_hidden = target
+    f.target_hidden = target[f.mask]
     retain = get_objective("rmu", side="retain").fn
     _check(retain(f), _per_row(f, lambda b, t: sq(b, t, target[b, t].tolist())))
-    f.target_hidden = f.hidden.clone()   # at the target's activations the retain loss is 0
+    f.target_hidden = f.hidden[f.mask].clone()   # at the target's activations the retain loss is 0
     assert retain(f).abs().max().item() == 0.0
 
 

@@ -38,10 +38,20 @@ class Forward:
     logits: torch.Tensor | None = None          # [B, T-1, V] float32
     hidden: torch.Tensor | None = None          # [B, T-1, d] float32, output of block ``layer``
     ref_logprob: torch.Tensor | None = None     # [B] stage 1's cached pi_ref log-probs (NPO)
-    target_logits: torch.Tensor | None = None   # [B, T-1, V] the target's, 0 outside the mask
-    target_hidden: torch.Tensor | None = None   # [B, T-1, d] the target's, 0 outside the mask
+    target_logits: torch.Tensor | None = None   # [N, V] the target's, at the N answer positions (packed)
+    target_hidden: torch.Tensor | None = None   # [N, d] the target's, at the N answer positions (packed)
     alt: "Forward | None" = None                # the alternate ("I don't know") answers' pass
     seed: int = 0                               # the trial's seed (RMU's random direction)
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T-1, ...] -> [N, ...]: the answer positions only, row by row (the target values' order).
+        Objectives over the vocabulary work on these N rows, not on every padded position."""
+        return x[self.mask]
+
+    def per_sequence(self, per_token: torch.Tensor) -> torch.Tensor:
+        """[N] values at the answer positions -> [B] sums per sequence."""
+        rows = self.mask.nonzero(as_tuple=True)[0]
+        return torch.zeros(self.mask.shape[0], dtype=per_token.dtype, device=per_token.device).index_add(0, rows, per_token)
 
 
 def blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -96,11 +106,3 @@ def run_forward(model, batch: dict, needs, *, logprobs, layer="auto") -> Forward
     if "h" in captured:
         f.hidden = captured["h"][:, :-1, :].float()
     return f
-
-
-def scatter_rows(rows: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-    """Per-row values at the answer positions ([n_i, X] each) as one [B, T-1, X] tensor, 0 elsewhere."""
-    out = torch.zeros(*mask.shape, rows[0].shape[-1], dtype=rows[0].dtype, device=mask.device)
-    for b, values in enumerate(rows):
-        out[b][mask[b]] = values.to(mask.device)
-    return out

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .objective_registry import forget_objective, positive
 
 
-@forget_objective("idknll", unit="alternate_tokens", needs=("alternate",))
+@forget_objective("idknll", unit="alternate_tokens", needs=("alternate",), grad_answer=False)
 def idknll(f) -> torch.Tensor:
     """IdkNLL: summed log-prob of the refusal per sequence (minus its NLL), / the refusals' tokens."""
     return f.alt.seq_logprob

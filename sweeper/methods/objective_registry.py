@@ -46,6 +46,9 @@ class Objective:
     needs: frozenset
     fn: Callable[..., torch.Tensor]
     bounds: dict = field(default_factory=dict)
+    #: False when the value does not depend on the batch's own answer (idknll: only the refusal's), so
+    #: that pass runs without a graph (its NLL still fills the row's loss column).
+    grad_answer: bool = True
 
     def params(self) -> list[str]:
         return list(self.defaults())
@@ -69,7 +72,7 @@ _REGISTRY: dict[str, dict[str, Objective]] = {"forget": {}, "retain": {}}
 _KEY = {"forget": "forget_loss", "retain": "retain_loss"}
 
 
-def _register(side: str, name: str, unit: str, needs, bounds: dict | None):
+def _register(side: str, name: str, unit: str, needs, bounds: dict | None, grad_answer: bool = True):
     needs = frozenset(needs) | {"sequence"}   # the NLL column of every step row needs the sequence sums
     if unit not in UNITS or not needs <= set(NEEDS):
         raise TypeError(f"objective {name!r}: unit must be one of {UNITS}, needs a subset of {NEEDS}")
@@ -78,14 +81,15 @@ def _register(side: str, name: str, unit: str, needs, bounds: dict | None):
         for p in inspect.signature(fn).parameters.values():
             if p.kind == p.KEYWORD_ONLY and p.default is p.empty:
                 raise TypeError(f"objective {name!r}: parameter {p.name!r} needs a default value")
-        _REGISTRY[side][name] = Objective(name, side, unit, needs, fn, dict(bounds or {}))
+        _REGISTRY[side][name] = Objective(name, side, unit, needs, fn, dict(bounds or {}), grad_answer)
         return fn
     return register
 
 
-def forget_objective(name: str, *, unit: str, needs=("sequence",), bounds: dict | None = None):
+def forget_objective(name: str, *, unit: str, needs=("sequence",), bounds: dict | None = None,
+                     grad_answer: bool = True):
     """Register ``fn(f, **params) -> per-sequence values`` (ascended) as forget loss ``name``."""
-    return _register("forget", name, unit, needs, bounds)
+    return _register("forget", name, unit, needs, bounds, grad_answer)
 
 
 def retain_objective(name: str, *, unit: str, needs=("sequence",), bounds: dict | None = None):

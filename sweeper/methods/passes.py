@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from .forward import Forward, run_forward, scatter_rows
+from .forward import Forward, run_forward
 from .objectives import get_objective
 
 _UNIT_INDEX = {"tokens": 0, "sequences": 1, "alternate_tokens": 2}
@@ -53,20 +53,25 @@ class ObjectiveSide:
     def forward(self, model, batch: dict, alt_batch: dict | None = None,
                 ref_logprobs: torch.Tensor | None = None) -> Forward:
         """The pass ``needs`` asks for on ``batch`` (differentiable), with cached values attached."""
-        f = run_forward(model, batch, self._model_needs(), logprobs=self.logprobs, layer=self.layer)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.obj.grad_answer):
+            f = run_forward(model, batch, self._model_needs(), logprobs=self.logprobs, layer=self.layer)
         f.seed = self.seed
         rows = batch["index"].tolist()
         if "reference" in self.needs:
             f.ref_logprob = ref_logprobs[batch["index"].cpu()].to(f.seq_logprob.device)
         if "target_logits" in self.needs:
-            f.target_logits = scatter_rows([self._cached("logits", i) for i in rows], f.mask)
+            f.target_logits = self._packed("logits", rows, f)
         if "target_hidden" in self.needs:
-            f.target_hidden = scatter_rows([self._cached("hidden", i) for i in rows], f.mask)
+            f.target_hidden = self._packed("hidden", rows, f)
         if "alternate" in self.needs:
             f.alt = run_forward(model, alt_batch, {"sequence"}, logprobs=self.logprobs)
             if "target_alternate" in self.needs:
                 f.alt.ref_logprob = torch.stack([self._cached("alternate", i) for i in rows]).to(f.seq_logprob.device)
         return f
+
+    def _packed(self, kind: str, rows: list[int], f: Forward) -> torch.Tensor:
+        """The cached values of ``rows`` at their answer positions, [N, X] in the order of ``f.packed``."""
+        return torch.cat([self._cached(kind, i) for i in rows]).to(f.seq_logprob.device, non_blocking=True)
 
     def _cached(self, kind: str, row: int) -> torch.Tensor:
         try:

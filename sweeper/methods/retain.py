@@ -24,7 +24,6 @@ def nll(f) -> torch.Tensor:
 @retain_objective("kl", unit="tokens", needs=("logits", "target_logits"))
 def kl(f) -> torch.Tensor:
     """sum over answer tokens of KL(p_target || p_model) per sequence."""
-    log_p = torch.log_softmax(f.logits, dim=-1)
+    log_p = torch.log_softmax(f.packed(f.logits), dim=-1)
     log_t = torch.log_softmax(f.target_logits.to(f.logits.dtype), dim=-1)
-    per_token = F.kl_div(log_p, log_t, log_target=True, reduction="none").sum(-1)
-    return (per_token * f.mask).sum(-1)
+    return f.per_sequence(F.kl_div(log_p, log_t, log_target=True, reduction="none").sum(-1))

@@ -26,8 +26,8 @@ def direction(d: int, seed: int, device=None) -> torch.Tensor:
 
 
 def _sq_dist(f, other: torch.Tensor) -> torch.Tensor:
-    """sum over answer positions of mean over d of (h - other)^2, per sequence."""
-    return (((f.hidden - other) ** 2).mean(-1) * f.mask).sum(-1)
+    """sum over answer positions of mean over d of (h - other)^2, per sequence (``other``: [d] or [N, d])."""
+    return f.per_sequence(((f.packed(f.hidden) - other) ** 2).mean(-1))
 
 
 @forget_objective("rmu", unit="tokens", needs=("hidden",), bounds=positive("coeff"))

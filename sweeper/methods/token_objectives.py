@@ -42,17 +42,14 @@ def satimp(f, *, beta1: float = 5.0, beta2: float = 1.0) -> torch.Tensor:
     return _weighted_nll(f, p ** beta1 * (1 - p) ** beta2)
 
 
-def _masked(f, per_token: torch.Tensor) -> torch.Tensor:
-    return (per_token * f.mask).sum(-1)
-
-
 @forget_objective("ce_u", unit="tokens", needs=("logits",))
 def ce_u(f) -> torch.Tensor:
     """CE-U: -CE(q, p) with q = softmax(logits, true token's logit = -inf), q detached."""
-    removed = f.logits.detach().scatter(-1, f.labels.unsqueeze(-1), float("-inf"))
+    logits, labels = f.packed(f.logits), f.packed(f.labels)
+    removed = logits.detach().scatter(-1, labels.unsqueeze(-1), float("-inf"))
     q = torch.softmax(removed, dim=-1)
-    ce = -(q * torch.log_softmax(f.logits, dim=-1)).sum(-1)
-    return -_masked(f, ce)
+    ce = -(q * torch.log_softmax(logits, dim=-1)).sum(-1)
+    return -f.per_sequence(ce)
 
 
 @forget_objective("undial", unit="tokens", needs=("logits", "target_logits"), bounds=positive("beta"))
@@ -61,8 +58,9 @@ def undial(f, *, beta: float = 10.0) -> torch.Tensor:
 
     KL and the published cross-entropy differ by q's entropy, a constant: the same gradient, and at the
     target the value is the KL of the adjusted distribution from the target's."""
-    adjusted = f.target_logits.to(f.logits.dtype).scatter_add(
-        -1, f.labels.unsqueeze(-1), torch.full_like(f.labels.unsqueeze(-1), -beta, dtype=f.logits.dtype))
+    logits, labels = f.packed(f.logits), f.packed(f.labels).unsqueeze(-1)
+    target = f.target_logits.to(logits.dtype)
+    adjusted = target.scatter(-1, labels, target.gather(-1, labels) - beta)
     log_q = torch.log_softmax(adjusted, dim=-1)
-    kl = F.kl_div(torch.log_softmax(f.logits, dim=-1), log_q, log_target=True, reduction="none").sum(-1)
-    return -_masked(f, kl)
+    kl = F.kl_div(torch.log_softmax(logits, dim=-1), log_q, log_target=True, reduction="none").sum(-1)
+    return -f.per_sequence(kl)
