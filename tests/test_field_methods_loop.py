@@ -149,6 +149,8 @@ def test_idk_objectives_lower_the_true_answer_relative_to_the_refusal(env):
     u = env.unlearner(method="ga", forget_loss="idknll", lr=3e-3, steps=8)
     rows = [u.step(t) for t in range(1, 9)]
     assert rows[-1]["forget_objective"] > rows[0]["forget_objective"]   # the refusal's log-likelihood rises
+    with pytest.raises(ValueError, match="forget_loss 'rmu': layer = 5 is not a block of this model, which has 2"):
+        env.unlearner(forget_loss="rmu", forget_loss_params={"layer": 5})
     with pytest.raises(ValueError, match="needs alternate"):
         Unlearner(copy.deepcopy(env.base), env.fds, env.rds, env.collate, LoopConfig(forget_loss="idknll"))
 

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from .forward import Forward, run_forward
+from .forward import Forward, blocks, resolve_layer, run_forward
 from .objectives import get_objective
 
 _UNIT_INDEX = {"tokens": 0, "sequences": 1, "alternate_tokens": 2}
@@ -34,6 +34,14 @@ class ObjectiveSide:
         self.logprobs, self.seed = logprobs, seed
         self.layer = self.params.get("layer", "auto")
         self.cache: dict[str, dict[int, torch.Tensor]] = {"logits": {}, "hidden": {}, "alternate": {}}
+
+    def check_model(self, model) -> None:
+        """Refuse, before any step, a ``layer`` the model does not have (one sentence naming the key)."""
+        if self.needs & {"hidden", "target_hidden"}:
+            try:
+                resolve_layer(self.layer, len(blocks(model)))
+            except ValueError as e:
+                raise ValueError(f"{self.side}_loss {self.obj.name!r}: {e}") from None
 
     @property
     def needs(self) -> frozenset:
@@ -56,7 +64,7 @@ class ObjectiveSide:
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.obj.grad_answer):
             f = run_forward(model, batch, self._model_needs(), logprobs=self.logprobs, layer=self.layer)
         f.seed = self.seed
-        rows = batch["index"].tolist()
+        rows = batch["index"].tolist() if self.needs & {"target_logits", "target_hidden", "target_alternate"} else []
         if "reference" in self.needs:
             f.ref_logprob = ref_logprobs[batch["index"].cpu()].to(f.seq_logprob.device)
         if "target_logits" in self.needs:

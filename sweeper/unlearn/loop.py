@@ -145,6 +145,8 @@ class Unlearner:
         self.forget = ObjectiveSide("forget", cfg.forget_loss, cfg.forget_loss_params, logprobs=logprobs, seed=cfg.seed)
         self.retain = ObjectiveSide("retain", cfg.retain_loss, cfg.retain_loss_params, logprobs=logprobs, seed=cfg.seed)
         self.objective = self.forget.obj
+        for side in (self.forget, self.retain):
+            side.check_model(model)
         if self.objective.needs_reference and ref_logprobs is None:
             raise ValueError(f"forget_loss {cfg.forget_loss!r} needs the target's cached reference log-probs")
         if "alternate" in self.objective.needs and alt_forget_ds is None:
