@@ -82,53 +82,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_targets(specs: list[TrialSpec], storage: Storage, run: str) -> list[str]:
-    """Stage 1 as Ray tasks: each distinct target is fine-tuned once (or found cached, or loaded as
-    published) and its No-unlearn row written into this run. Progress lines stream to this terminal as
-    they happen. Returns the hashes of the targets that failed, each already reported in one sentence
-    with the path of its full log; the targets that finished are kept."""
-    import ray
-    from ray.util.queue import Empty, Queue
-
-    lines = Queue(actor_options={"num_cpus": 0})
-
-    @ray.remote(num_cpus=1)
-    def stage1(spec_dict: dict, uri: str, log_rel: str, lines) -> str | None:
-        from sweeper.cluster.stage1 import target_and_baseline
-        from sweeper.store.records import capture_failure
-        spec = TrialSpec.from_dict(spec_dict)
-        try:
-            target_and_baseline(spec, Storage(uri), lambda line: lines.put(line))
-            return None
-        except Exception as e:  # noqa: BLE001 -- one sentence to the launcher, the traceback to a log file
-            return capture_failure(e, Storage(uri), log_rel)
-
-    firsts = {s.target_hash: s for s in specs}
-    pending = {stage1.options(num_gpus=s.model["gpus_per_worker"] and 1).remote(
-        s.to_dict(), storage.uri, f"{run}/logs/stage1_{key}.log", lines): key for key, s in firsts.items()}
-    failed = []
-    while pending:
-        done, _ = ray.wait(list(pending), timeout=0.5)
-        _print_lines(lines, Empty)
-        for ref in done:
-            key = pending.pop(ref)
-            if (cause := ray.get(ref)) is not None:
-                s = firsts[key]
-                print(f"error: stage 1 failed for target {key} (model {s.model['name']!r}, data {s.data['name']!r}): "
-                      f"{cause} (full log: {storage.show(f'{run}/logs/stage1_{key}.log')})", file=sys.stderr, flush=True)
-                failed.append(key)
-    _print_lines(lines, Empty)
-    return failed
-
-
-def _print_lines(queue, empty) -> None:
-    while True:
-        try:
-            print(queue.get_nowait(), flush=True)
-        except empty:
-            return
-
-
 def trial_process_resources(specs: list[TrialSpec], runner: str, has_slot: bool):
     """(Tune resources of each trial's own process, CPUs it takes beyond its workers' for the arithmetic).
 
@@ -156,9 +109,9 @@ def trial_process_resources(specs: list[TrialSpec], runner: str, has_slot: bool)
 def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, trial_resources,
                retry_failed: bool = False, runner: str = "auto", verbose: bool = False, callbacks=(),
                search: FrontSearch | None = None, early_stop: dict | None = None,
-               objectives=("rouge_forget", "rouge_retain")):
-    """Run the trials under Ray Tune: every spec of a grid, or what a front search proposes (``search``;
-    ``specs`` are then its planning specs). ``early_stop`` ({min_steps, margin}) adds the scheduler that
+               objectives=("rouge_forget", "rouge_retain"), builds=None):
+    """Run the trials under Ray Tune: every spec of a grid, each once ``builds`` (stage 1's tasks) has its
+    target ready, or what a front search proposes (``search``; ``specs`` are then its planning specs). ``early_stop`` ({min_steps, margin}) adds the scheduler that
     stops trials dominated on ``objectives``."""
     from ray import tune
 
@@ -177,16 +130,17 @@ def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, tr
         space = dict(search_alg=searcher, num_samples=max(1, searcher.remaining),
                      trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
     else:
+        from sweeper.cluster.stage1_tasks import ReadyTargetSearcher
         book = FrontBook([SENSES[o] for o in objectives], list(objectives)) if early_stop else None
         if book:
             finished_points(book, specs, storage, run)
         total, trainable = len(specs), tune.with_parameters(run_trial, specs={s.trial_id: s.to_dict() for s in specs})
-        space = {}
+        # Each trial as soon as its target is built (stage 1 runs beside stage 2).
+        space = dict(search_alg=ReadyTargetSearcher(specs, builds, base), num_samples=len(specs))
     scheduler = DominatedStopper(book, storage, run, early_stop["min_steps"], early_stop["margin"]) \
         if early_stop else None
     tuner = tune.Tuner(
         tune.with_resources(trainable, trial_resources),
-        param_space=None if search else {"trial": tune.grid_search([s.trial_id for s in specs]), **base},
         # Reusing trial processes saves a process start per trial (inline: the imports too). Inline, Tune
         # restarts a process that dies (its trial resumes from its checkpoint); a Train job restarts its
         # own workers, and its driver records any exception, so a retry only follows a dead process.
@@ -257,25 +211,28 @@ def main(argv=None) -> int:
     print_search_plan(search, conc, cpus, gpus, args.runner) if search else print_plan(specs, conc, cpus, gpus, args.runner)
 
     print(f"stage 1: No-unlearn targets under {storage.show('targets')}", flush=True)
-    failed_targets = build_targets(specs, storage, run)
-    runnable = [s for s in specs if s.target_hash not in failed_targets]
-    skipped = len(specs) - len(runnable)
-    if search:  # a study whose target failed is dropped with its whole budget
-        kept = [st for st in search.studies if st.spec({}, st.seeds[0]).target_hash not in failed_targets]
-        skipped = search.budget - FrontSearch(search.settings, kept).budget
-        search = FrontSearch(search.settings, kept)
-    if failed_targets:
-        print(f"stage 1: {len(failed_targets)} target(s) failed; their {skipped} trial(s) are "
-              f"skipped, the other targets and trials go on", file=sys.stderr, flush=True)
-    if runnable:
-        print(f"stage 2: {search.budget if search else len(runnable)} trials"
-              + (f" at most (front search, sampler {search.settings['sampler']})" if search else "")
-              + f", {conc} at a time", flush=True)
+    from sweeper.cluster.stage1_tasks import TargetBuilds
+    builds = TargetBuilds(specs, storage, run)
+    skipped = 0
+    if search:  # a study's proposals need its No-unlearn row (the lr -> 0 end of its front): all targets first
+        builds.wait()
+        kept = [st for st in search.studies if st.spec({}, st.seeds[0]).target_hash not in builds.failed]
+        skipped, search = search.budget - FrontSearch(search.settings, kept).budget, FrontSearch(search.settings, kept)
+    if not search or search.studies:
+        print(f"stage 2: {search.budget if search else len(specs)} trials"
+              + (f" at most (front search, sampler {search.settings['sampler']})" if search else
+                 ", each as soon as its target is ready") + f", {conc} at a time", flush=True)
         from sweeper.cluster.tracking import tracker_callbacks
-        callbacks = tracker_callbacks(trackers, storage.url(run), run, specs={s.trial_id: s.to_dict() for s in runnable})
-        run_trials(runnable, storage, run, conc, trial_resources, retry_failed=args.retry_failed, runner=args.runner,
+        callbacks = tracker_callbacks(trackers, storage.url(run), run, specs={s.trial_id: s.to_dict() for s in specs})
+        run_trials(specs, storage, run, conc, trial_resources, retry_failed=args.retry_failed, runner=args.runner,
                    verbose=args.verbose, callbacks=callbacks, search=search, early_stop=settings["early_stop"],
-                   objectives=settings["objectives"])
+                   objectives=settings["objectives"], builds=builds)
+    failed_targets = builds.wait()
+    if not search:
+        skipped = sum(s.target_hash in failed_targets for s in specs)
+    if failed_targets:
+        print(f"stage 1: {len(failed_targets)} target(s) failed; their {skipped} trial(s) were "
+              f"skipped, the other targets and trials went on", file=sys.stderr, flush=True)
 
     if not storage.exists(f"{run}/trials"):
         print(f"\nrun {run!r}: nothing finished in {time.time() - start:.0f} s", file=sys.stderr)
