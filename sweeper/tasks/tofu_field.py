@@ -83,7 +83,9 @@ def field_metrics(stats: dict, rows: dict[str, list[dict]], reference: dict | No
             summary[f"exact_mem_{split}"], summary[f"extraction_strength_{split}"] = float(np.mean(em)), float(np.mean(es))
     forget, holdout = rows.get("forget", []), rows.get("holdout", [])
     if not holdout or not forget:
-        blank.update({c: "the data has no holdout rows (a TOFU folder's holdout01/05/10.json)" for c in HOLDOUT_COLUMNS})
+        why = ("the data has no holdout rows (a TOFU folder's holdout01/05/10.json; a target cached before "
+               "holdout splits existed has none: delete its targets/<hash> folder to rebuild it)")
+        blank.update({c: why for c in HOLDOUT_COLUMNS})
         return summary, per_row, blank
     f, h = _scores(stats, forget), _scores(stats, holdout)
     summary.update(mia.mia_aucs(f, h))
