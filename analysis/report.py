@@ -19,8 +19,11 @@ import argparse
 import html
 import json
 import math
+import multiprocessing
+import os
 import re
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -94,8 +97,8 @@ def write_report(runs: list[str], out=None, vocab_size: int | None = None) -> Pa
     vocab_size = vocab_size or find_vocab_size(data.summaries)
     df = data.summaries
 
+    finish_curves = start_curves(data, out)   # in other processes while this one draws Figure 1 and the tables
     figures = {"pareto": plots.plot_pareto(df, out / "pareto.png", vocab_size, steps=data.steps)}
-    curves = _write_curves(data, out)
     (out / "summary.md").write_text(summary_markdown(df), encoding="utf-8")
     tables = {}
     shown, tables["note"] = front.table_trials(data)
@@ -119,6 +122,7 @@ def write_report(runs: list[str], out=None, vocab_size: int | None = None) -> Pa
             (out / f"field_table.{ext}").write_text(tables[("field_table", fmt)], encoding="utf-8")
     tables["answers"] = write_answer_pages(data, out)
 
+    curves = finish_curves()
     index = out / "index.html"
     index.write_text(_index_html(data, runs, figures, curves, tables, hv, search, vocab_size), encoding="utf-8")
     if store_copy(runs):
@@ -133,26 +137,47 @@ def _slug(text) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_")
 
 
-def _write_curves(data: RunData, out: Path) -> list[tuple[str, str, list[Path]]]:
-    """Curve figures per model: (title, why-missing, paths). Missing steps give one explanatory entry."""
+#: The curve figures of one model: (title template, plots function, keyword arguments, file stem).
+CURVE_FIGURES = [
+    ("{}: ROUGE and losses over steps per method (Figure 4)", "plot_curves", {}, "curves_methods"),
+    ("{}: static lr vs AutoLR (Figure 5)", "plot_curves", {"by": "lr"}, "curves_lr"),
+    ("{}: GDiff (c = 0.5) at several static lr (Figure 6)", "plot_lr_sensitivity", {}, "lr_sensitivity"),
+    ("{}: gradient norms and learning rate (Figure 7)", "plot_norms_lr", {}, "norms_lr"),
+]
+
+
+def _draw(fn: str, steps: pd.DataFrame, path: Path, kwargs: dict) -> list[Path]:
+    return getattr(plots, fn)(steps, path, **kwargs)
+
+
+def start_curves(data: RunData, out: Path, workers: int | None = None):
+    """Start drawing the curve figures (four per model), in ``workers`` processes beside this one when
+    the machine has cores to spare: drawing is most of a report's time, and the figures are independent.
+    Returns a function that waits and gives (title, why-missing, paths) per figure."""
     steps = data.curves()
     if steps.empty:
-        return [("Curves", "no steps.parquet in the finished trials, so there are no curves to draw", [])]
+        return lambda: [("Curves", "no steps.parquet in the finished trials, so there are no curves to draw", [])]
     models = sorted(steps["model"].dropna().unique())
-    entries = []
+    jobs = []
     for model in models:
         sub = steps[steps["model"] == model]
         sfx = "" if len(models) == 1 else f"_{_slug(model)}"
-        name = model_label(model)
-        for title, fn, file in (
-            (f"{name}: ROUGE and losses over steps per method (Figure 4)", plots.plot_curves, "curves_methods"),
-            (f"{name}: static lr vs AutoLR (Figure 5)", lambda s, p: plots.plot_curves(s, p, by="lr"), "curves_lr"),
-            (f"{name}: GDiff (c = 0.5) at several static lr (Figure 6)", plots.plot_lr_sensitivity, "lr_sensitivity"),
-            (f"{name}: gradient norms and learning rate (Figure 7)", plots.plot_norms_lr, "norms_lr"),
-        ):
-            paths = fn(sub, out / f"{file}{sfx}.png")
-            entries.append((title, "" if paths else "no trials of this kind in the run", paths))
-    return entries
+        jobs += [(title.format(model_label(model)), fn, sub, out / f"{stem}{sfx}.png", kwargs)
+                 for title, fn, kwargs, stem in CURVE_FIGURES]
+    workers = min(len(jobs), workers if workers is not None else (os.cpu_count() or 1))
+    if workers < 2:
+        done = [(title, _draw(fn, sub, path, kw)) for title, fn, sub, path, kw in jobs]
+        return lambda: [(t, "" if p else "no trials of this kind in the run", p) for t, p in done]
+    # spawn, not fork: the launcher calls this with Ray's threads running, which a forked child must not inherit
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    futures = [(title, pool.submit(_draw, fn, sub, path, kw)) for title, fn, sub, path, kw in jobs]
+
+    def finish() -> list[tuple[str, str, list[Path]]]:
+        try:
+            return [(t, "" if (p := f.result()) else "no trials of this kind in the run", p) for t, f in futures]
+        finally:
+            pool.shutdown()
+    return finish
 
 
 def hypervolumes(data: RunData | pd.DataFrame, vocab_size: int | None) -> pd.DataFrame:
