@@ -6,6 +6,9 @@ retain questions it answers worst (lowest: what it lost), each with the question
 the model's greedy answer, at the trial's final evaluation; then the mean ROUGE of every evaluated step.
 
     pages = write_answer_pages(load_run("runs/demo"), Path("runs/demo/report"))   # {trial_dir: "answers/x.html"}
+
+``write_field_outputs`` / ``field_outputs_html`` are what the report (``analysis.report``) calls: these pages
+and the field's metrics table (``analysis.field_table``).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from analysis.field_table import field_table, has_field_metrics
 from analysis.load import RunData, _filesystem
 
 #: Per-sample ROUGE metrics, by task: TOFU's answers, MUSE's VerbMem (forget) and KnowMem (retain).
@@ -125,3 +129,29 @@ def write_answer_pages(data: RunData, out: Path, n: int = WORST) -> dict[str, st
         (out / name).write_text(trial_page(row, samples, n), encoding="utf-8")
         links[row["trial_dir"]] = name
     return links
+
+
+def write_field_outputs(data: RunData, shown, out: Path, formats) -> dict:
+    """Write ``field_table.<ext>`` (when any trial has the field's metrics; ``shown``: the trials the
+    tables show) and the answer pages; return them as the report's ``tables`` entries."""
+    tables: dict = {}
+    if has_field_metrics(shown):
+        for fmt, ext in formats:
+            tables[("field_table", fmt)] = field_table(shown, fmt)
+            (out / f"field_table.{ext}").write_text(tables[("field_table", fmt)], encoding="utf-8")
+    tables["answers"] = write_answer_pages(data, out)
+    return tables
+
+
+def field_outputs_html(tables: dict, part: str) -> list[str]:
+    """The index's HTML for the field table (``part="table"``) or the list of answer pages (``"answers"``)."""
+    if part == "table" and ("field_table", "html") in tables:
+        links = " · ".join(f"<a href='field_table.{e}'>field_table.{e}</a>" for e in ("md", "html", "tex"))
+        return ["<h3>The field's privacy and memorisation metrics</h3>", tables[("field_table", "html")],
+                f"<p>{links}</p>"]
+    if part == "answers" and tables.get("answers"):
+        items = "".join(f"<li><a href='{html.escape(page)}'>{html.escape(trial.rstrip('/').rsplit('/', 1)[-1])}</a></li>"
+                        for trial, page in sorted(tables["answers"].items()))
+        return [f"<details><summary>Answers per trial: each trial's worst-scored answers ({len(tables['answers'])} "
+                f"pages)</summary><ul>{items}</ul></details>"]
+    return []

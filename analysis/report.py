@@ -9,9 +9,8 @@ Writes into DIR (default ``<first run>/report``): ``index.html``, ``pareto.png``
 ``lr_sensitivity``, ``norms_lr`` (.png and .svg; with a ``_<model>`` suffix when the run holds several
 models) and, when the run holds a front search (a ``search`` other than grid, or ``finished_at`` times),
 ``search_cost.png``/``.svg``, ``search_cost.csv`` (per model and search kind: trials, device-seconds,
-final hypervolume) and ``search_cost_trace.csv`` (the hypervolume after each trial); ``field_table.{md,html,tex}``
-when trials have the field's privacy / memorisation metrics; ``answers/<trial>.html`` per trial with samples
-(its worst-scored answers, ``analysis.answers``), linked from the index.
+final hypervolume) and ``search_cost_trace.csv`` (the hypervolume after each trial); ``field_table.*`` and
+``answers/<trial>.html`` (``analysis.answers.write_field_outputs``).
 """
 from __future__ import annotations
 
@@ -33,8 +32,7 @@ import pandas as pd
 from analysis import front, plots
 from analysis.load import BASELINE, REFERENCE, RunData, load_run
 from analysis.pareto import LOSS_AXES, LOSS_SENSES, ROUGE_AXES, ROUGE_REF, ROUGE_SENSES, hypervolume_by_method
-from analysis.answers import write_answer_pages
-from analysis.field_table import field_table, has_field_metrics
+from analysis.answers import field_outputs_html, write_field_outputs
 from analysis.published import published_table
 from analysis.tables import (METHOD_NAMES, autolr_table, model_label, paper_table, render,
                              summary_markdown, summary_table)
@@ -116,11 +114,7 @@ def write_report(runs: list[str], out=None, vocab_size: int | None = None) -> Pa
     if published:
         (out / "published.md").write_text(published, encoding="utf-8")
         tables[("published", "html")] = published_table(df, "html")
-    if has_field_metrics(shown):
-        for fmt, ext in FORMATS:
-            tables[("field_table", fmt)] = field_table(shown, fmt)
-            (out / f"field_table.{ext}").write_text(tables[("field_table", fmt)], encoding="utf-8")
-    tables["answers"] = write_answer_pages(data, out)
+    tables.update(write_field_outputs(data, shown, out, FORMATS))
 
     curves = finish_curves()
     index = out / "index.html"
@@ -341,15 +335,9 @@ def _index_html(data: RunData, runs, figures, curves, tables, hv: pd.DataFrame, 
     if ("published", "html") in tables:
         parts += ["<h3>No-unlearn targets beside their published values</h3>", tables[("published", "html")],
                   "<p><a href='published.md'>published.md</a></p>"]
-    if ("field_table", "html") in tables:
-        parts += ["<h3>The field's privacy and memorisation metrics</h3>", tables[("field_table", "html")],
-                  _links("field_table")]
+    parts += field_outputs_html(tables, "table")
     parts += ["<h3>Every trial</h3>", summary_table(df, "html"), "<p><a href='summary.md'>summary.md</a></p>"]
-    if tables.get("answers"):
-        links = "".join(f"<li><a href='{esc(page)}'>{esc(trial.rstrip('/').rsplit('/', 1)[-1])}</a></li>"
-                        for trial, page in sorted(tables["answers"].items()))
-        parts += [f"<details><summary>Answers per trial: each trial's worst-scored answers ({len(tables['answers'])} "
-                  "pages)</summary><ul>" + links + "</ul></details>"]
+    parts += field_outputs_html(tables, "answers")
 
     parts.append("<h2>Curves</h2>")
     for title, why, paths in curves:
