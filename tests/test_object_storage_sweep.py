@@ -9,7 +9,8 @@ held half-way (the smoke grid's GDiff trials are the test plugin's ``gdiff_hold`
 held at step 15, after its step-10 checkpoint is registered); the same command then completes the run
 with nothing lost (no finished trial re-run, the held one continued from its checkpoint in the store,
 the target downloaded once into the node's cache) and writes the report into the store and into the
-local folder it was given; a third launch re-runs nothing.
+local folder it was given (TensorBoard's event files are in the store too); a third launch re-runs
+nothing.
 
 Slow (about 3 minutes on 2 CPUs): ``pytest -m slow``.
 """
@@ -82,7 +83,7 @@ def test_smoke_grid_on_object_storage_killed_resumed_and_relaunched(demo_storage
         hold, cache = tmp_path / "hold", tmp_path / "node-cache"
         env = launcher_env(**{HOLD_ENV: str(hold), "SWEEPER_CACHE": str(cache)})
         cmd = [sys.executable, "-m", "sweeper.launch", "--grid", str(smoke_grid(tmp_path)), "--storage", uri,
-               "--runner", "train", "--report-dir", str(tmp_path / "report")]
+               "--runner", "train", "--track", "tensorboard", "--report-dir", str(tmp_path / "report")]
 
         def finished() -> set:
             return {p.split("/")[0] for p in store.list_files(f"{RUN}/trials") if p.endswith("/_SUCCESS")} \
@@ -136,6 +137,8 @@ def test_smoke_grid_on_object_storage_killed_resumed_and_relaunched(demo_storage
         assert [n for n in os.listdir(cache) if not n.startswith(".")] == [next(iter(trials.values()))["target_hash"]]
         assert "index.html" in store.list_files(f"{RUN}/report") and (tmp_path / "report" / "index.html").exists()
         assert f"s3://{BUCKET}/runs/{RUN}/report" in out
+        events = [f for f in store.list_files(f"{RUN}/tune") if "events.out.tfevents" in f]
+        assert len({f.split("/")[0] for f in events}) >= 8, events  # TensorBoard's files, with Tune's, in the store
 
         everything = {t: snapshot(store, t) for t in trials}
         assert launch(cmd + ["--no-report"], env, tmp_path / "third.log") == 0
