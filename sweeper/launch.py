@@ -231,8 +231,8 @@ def main(argv=None) -> int:
     if not search:
         skipped = sum(s.target_hash in failed_targets for s in specs)
     if failed_targets:
-        print(f"stage 1: {len(failed_targets)} target(s) failed; their {skipped} trial(s) were "
-              f"skipped, the other targets and trials went on", file=sys.stderr, flush=True)
+        print(f"stage 1: {len(failed_targets)} target(s) failed; their {skipped} trial(s) are "
+              f"skipped, the other targets and trials go on", file=sys.stderr, flush=True)
 
     if not storage.exists(f"{run}/trials"):
         print(f"\nrun {run!r}: nothing finished in {time.time() - start:.0f} s", file=sys.stderr)

@@ -19,3 +19,21 @@ def demo_storage(tmp_path_factory):
     built-in authors, the same recipe): the first launch builds it, the others find it cached, as a
     researcher's second sweep would. Each test's run keeps a name of its own under it."""
     return tmp_path_factory.mktemp("demo_runs")
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    """One Ray for the slow tests whose launches can share it (``--address``), started once per session as
+    a researcher's long-lived cluster would be: each such launch skips starting and stopping its own
+    local Ray. Tests that kill a launcher's whole session keep their own."""
+    import os
+
+    from ray_cluster import start_head
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           # the head's workers import the tests' plugins (faulty_methods) as local Ray's would
+           "PYTHONPATH": os.pathsep.join(p for p in (tests, os.path.dirname(tests), os.environ.get("PYTHONPATH")) if p)}
+    env.pop("RAY_ADDRESS", None)
+    address, stop = start_head(str(tmp_path_factory.mktemp("ray")), num_cpus=os.cpu_count() or 2, env=env)
+    yield address
+    stop()

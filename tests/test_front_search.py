@@ -41,11 +41,12 @@ def storage(demo_storage):
     return demo_storage
 
 
-def test_three_seed_search_runs_to_budget_and_reports_its_front(storage, tmp_path):
+def test_three_seed_search_runs_to_budget_and_reports_its_front(storage, tmp_path, ray_address):
     path = grid(tmp_path, "front3", seeds=[0, 1, 2],
                 search={"kind": "front", "budget": 6, "sampler": "gap", "early_stop": False},
                 methods=[{"method": "gdiff", "c": {"range": [0.3, 0.9]}}], unlearn={"steps": 20, "lr": [1.2e-3]})
-    assert run(path, storage, tmp_path / "log.txt") == 0, (tmp_path / "log.txt").read_text()[-3000:]
+    assert run(path, storage, tmp_path / "log.txt", "--address", ray_address) == 0, \
+        (tmp_path / "log.txt").read_text()[-3000:]
     out = (tmp_path / "log.txt").read_text()
     assert "front search: 1 study, 6 trials at most" in out and "6 ok" in out
     rows = [r for r in summaries(storage / "front3").values() if r["method"] == "gdiff"]
@@ -69,7 +70,7 @@ def test_three_seed_search_runs_to_budget_and_reports_its_front(storage, tmp_pat
     assert "Search cost" in (report / "index.html").read_text()
 
 
-def test_a_dominated_configuration_is_stopped_early_and_recorded(storage, tmp_path):
+def test_a_dominated_configuration_is_stopped_early_and_recorded(storage, tmp_path, ray_address):
     """One trial at a time, each a Ray Train job over 2 DDP workers (rank 0 reads the stop marker and tells
     rank 1): GDiff (c = 0.55) reaches forget 0.0 / retain 0.75; then a rule that only ascends the retain
     loss sits near (0.06, 0.05) from step 10 on, dominated by more than the margin."""
@@ -78,7 +79,7 @@ def test_a_dominated_configuration_is_stopped_early_and_recorded(storage, tmp_pa
                 search={"kind": "grid", "early_stop": {"min_steps": 10, "margin": 0.02}},
                 methods=[{"method": "gdiff", "c": 0.5483}, {"method": "retain_ascent"}],
                 unlearn={"steps": 30, "lr": [1.248e-3]}, eval={"max_questions": 20, "every": 10})
-    assert run(path, storage, tmp_path / "log.txt", "--max-concurrent", "1", "--no-report") == 0
+    assert run(path, storage, tmp_path / "log.txt", "--max-concurrent", "1", "--no-report", "--address", ray_address) == 0
     rows = {r["method"]: r for r in summaries(storage / "stopper").values()}
     assert rows["gdiff"]["status"] == "ok" and rows["gdiff"]["steps"] == 30
     stopped = rows["retain_ascent"]

@@ -1,4 +1,4 @@
-"""End to end on a real local Ray: the smoke grid (8 trials + the No-unlearn row), the report, the same
+"""End to end on a real Ray (the session's, tests/conftest.py): the smoke grid (8 trials + the No-unlearn row), the report, the same
 trials as Ray Train jobs, the terminal lines and MLflow tracking. (A relaunch that reuses the cached
 target and re-runs no finished trial is in tests/test_fault_tolerance.py, after a kill.)
 
@@ -22,9 +22,9 @@ def launch(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def smoke_run(demo_storage):
+def smoke_run(demo_storage, ray_address):
     storage = demo_storage
-    result = launch("--grid", "smoke", "--storage", str(storage), "--track", "mlflow")
+    result = launch("--grid", "smoke", "--storage", str(storage), "--track", "mlflow", "--address", ray_address)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return storage, result
 
@@ -63,7 +63,7 @@ def test_report_writes_front_and_summary(smoke_run):
     assert str(report) in result.stdout  # the launcher says where the report is
 
 
-def test_train_runner_gives_the_auto_runners_results(smoke_run):
+def test_train_runner_gives_the_auto_runners_results(smoke_run, ray_address):
     """The default runner (auto: these one-worker trials run inline, inside reused Tune trial processes)
     and --runner train (every trial a Ray Train job) compute the same trials: every step's losses and
     learning rate and every final metric agree."""
@@ -74,7 +74,7 @@ def test_train_runner_gives_the_auto_runners_results(smoke_run):
     doc = yaml.safe_load(open(os.path.join(ROOT, "search_spaces", "smoke.yaml")))
     ngdiff_only.write_text(yaml.safe_dump({**doc, "methods": [{"method": "ngdiff"}]}))
     result = launch("--grid", str(ngdiff_only), "--storage", str(storage), "--run", "smoke_train", "--runner", "train",
-                    "--no-report")
+                    "--no-report", "--address", ray_address)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     auto, train = summaries(storage / "smoke"), summaries(storage / "smoke_train")
     assert len(train) == 3 and set(train) <= set(auto) and all(r["status"] == "ok" for r in train.values())

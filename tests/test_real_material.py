@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, ray_address):
     root = tmp_path_factory.mktemp("real")
     data = write_tofu_layout(root / "tofu", n_authors=20, qa_per_author=20, seed=0, lengths="real")
     with open(data / "forget10.json", "a") as f:   # ~600 tokens: longer than tiny-gpt2's 256 positions
@@ -41,7 +41,7 @@ def run(tmp_path_factory):
     (root / "grid.yaml").write_text(yaml.safe_dump(grid))
     storage = root / "runs"
     result = subprocess.run([sys.executable, "-m", "sweeper.launch", "--grid", str(root / "grid.yaml"), "--storage",
-                             str(storage), "--runner", "inline"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                             str(storage), "--runner", "inline", "--address", ray_address], cwd=ROOT, capture_output=True, text=True, timeout=900)
     return storage, short, result
 
 

@@ -13,9 +13,9 @@ pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_five_twins_by_two_methods_on_ray(tmp_path):
+def test_five_twins_by_two_methods_on_ray(tmp_path, ray_address):
     result = subprocess.run([sys.executable, "-m", "sweeper.launch", "--grid", "twins", "--storage", str(tmp_path),
-                             "--no-report"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                             "--no-report", "--address", ray_address], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     trials = tmp_path / "twins" / "trials"
     rows = [pq.read_table(trials / t / "summary.parquet").to_pylist()[0] for t in os.listdir(trials)]
