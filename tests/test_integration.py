@@ -1,6 +1,7 @@
-"""End to end on a real Ray (the session's, tests/conftest.py): the smoke grid (8 trials + the No-unlearn row), the report, the same
-trials as Ray Train jobs, the terminal lines and MLflow tracking. (A relaunch that reuses the cached
-target and re-runs no finished trial is in tests/test_fault_tolerance.py, after a kill.)
+"""End to end on a real Ray (the session's, tests/conftest.py): the smoke grid (8 trials + the No-unlearn
+row), the report, the same trials as Ray Train jobs, the terminal lines and MLflow tracking. (A relaunch
+that reuses the cached target and re-runs no finished trial, after a kill, is in
+tests/test_object_storage_sweep.py.)
 
 Slow (a few minutes on 2 CPUs): ``pytest -m slow``; skipped by ``-m "not slow"``.
 """
