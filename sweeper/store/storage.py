@@ -81,12 +81,13 @@ def copy_stream(src, dst, chunk: int = CHUNK, flush_every: int = FLUSH_EVERY) ->
 
     Every ``flush_every`` chunks the output is flushed: pyarrow's S3 stream uploads parts in the
     background and, unflushed, queues the whole file in memory when the disk outruns the network
-    (measured: +241 MB for a 256 MB file; +49 MB flushing every chunk, which also stops the overlap)."""
-    total = 0
+    (measured, a 256 MB file to moto: +241 MB unflushed; +64 MB flushing every 4 chunks, as fast;
+    +49 MB flushing every chunk, which stops the overlap and takes 1.7x as long)."""
+    total = chunks = 0
     while block := src.read(chunk):
         dst.write(block)
-        total += len(block)
-        if total % (chunk * flush_every) == 0:
+        total, chunks = total + len(block), chunks + 1
+        if chunks % flush_every == 0:
             dst.flush()
     return total
 
