@@ -172,6 +172,20 @@ def test_the_least_recently_used_targets_are_evicted_but_never_one_in_use(store,
     assert cache.evict() == []                             # within the limit
 
 
+def test_a_target_built_on_this_node_is_adopted_not_downloaded(store, tmp_path, monkeypatch):
+    built = tmp_path / "built"
+    (built / "model").mkdir(parents=True)
+    (built / "model" / "weights.bin").write_bytes(b"w" * 100)
+    rel = "targets/eeee"
+    store.upload_dir(str(built), rel)
+    cache = TargetCache(str(tmp_path / "cache"), 10**9)
+    cache.adopt(store, rel, str(built))
+    monkeypatch.setattr(cache, "_download", lambda *a: pytest.fail("downloaded a target this node built"))
+    with cache.use(store, rel) as local:
+        assert open(os.path.join(local, "model", "weights.bin"), "rb").read() == b"w" * 100
+    assert not built.exists() and sorted(os.listdir(tmp_path / "cache")) == [".eeee.lock", "eeee"]
+
+
 def test_a_local_storage_folder_is_read_in_place(tmp_path):
     storage = Storage(str(tmp_path / "runs"))
     storage.write_bytes("targets/k1/metrics.json", b"{}")

@@ -19,6 +19,7 @@ Usage::
     from sweeper.store.cache import TargetCache
     with TargetCache.from_env().use(storage, "targets/<hash>") as local:   # a local folder, read-only
         model = AutoModelForCausalLM.from_pretrained(f"{local}/model")
+    TargetCache.from_env().adopt(storage, "targets/<hash>", built)  # stage 1: keep what this node built
 """
 from __future__ import annotations
 
@@ -88,6 +89,27 @@ class TargetCache:
                 fcntl.flock(fd, fcntl.LOCK_UN)  # and loop: an eviction may come between, so look again
             os.utime(final)                     # recency, for least-recently-used eviction
             yield final
+        self.evict(keep=key)
+
+    def adopt(self, storage: Storage, rel: str, folder: str) -> None:
+        """Make ``folder``, a complete local copy of ``rel`` (a target stage 1 just built and uploaded),
+        this node's copy, so the node never downloads what it built. ``folder`` is moved (renamed when on
+        the same disk); nothing happens for a local storage folder or a target the cache holds already."""
+        if storage.is_local:
+            return
+        key = rel.rstrip("/").rsplit("/", 1)[-1]
+        os.makedirs(self.root, exist_ok=True)
+        final, lock_path = self._paths(key)
+        with _lock(lock_path) as fd:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not os.path.isdir(final):
+                part = os.path.join(self.root, f".{key}.part-{uuid.uuid4().hex}")
+                try:
+                    shutil.move(folder, part)
+                    os.rename(part, final)
+                except BaseException:
+                    shutil.rmtree(part, ignore_errors=True)
+                    raise
         self.evict(keep=key)
 
     def _download(self, storage: Storage, rel: str, key: str, final: str) -> None:

@@ -166,6 +166,7 @@ def ensure_target(model_spec: dict, data: dict, recipe: dict, storage: Storage, 
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
         storage.upload_dir(out, rel)
+        TargetCache.from_env().adopt(storage, rel, out)  # this node's trials (and its row below) read it here
     storage.write_bytes(f"{rel}/_SUCCESS", b"")
     return metrics
 
