@@ -3,7 +3,8 @@
 A target is content-addressed (``targets/<hash>``), so its local copy is keyed by that hash and never
 goes stale. Several trials on one node may start at once: a file lock per target lets one of them
 download (into a temporary folder, renamed into place when complete, so a half-copied target is never
-seen) while the others wait, then all read the same copy. Trials hold the lock shared while they read
+seen) while the others wait, then all read the same copy; the node that built a target in stage 1
+keeps the folder it uploaded (``adopt``). Trials hold the lock shared while they read
 it; eviction takes it exclusively, so a target in use is never removed. For a local storage folder
 nothing is copied: the target is read in place.
 
