@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,60 +19,19 @@ import pytest
 import yaml
 
 from object_store_server import CREDENTIALS, s3_server
+from ray_cluster import cmdline, free_ports, kill, processes, ray_start as start_node
 from sweeper.store.storage import Storage
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 ENV = {**os.environ, **CREDENTIALS, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 STEPS = 60
 BUCKET = "sweeper-twonodes"
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def ray_start(cache: str, *args: str) -> None:
     """Start a node whose workers keep their target cache in ``cache`` (a node's own disk)."""
-    subprocess.run([RAY, "start", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats",
-                    "--resources", '{"sweeper_trial_slot": 100}', *args], env={**ENV, "SWEEPER_CACHE": cache},
-                   check=True, capture_output=True, timeout=120)
-
-
-def processes(match) -> list[psutil.Process]:
-    """Processes whose command line matches, with all their descendants."""
-    found = set()
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if match(" ".join(p.info["cmdline"] or [])):
-                found.add(p)
-                found.update(p.children(recursive=True))
-        except psutil.Error:
-            pass
-    return list(found)
-
-
-def cmdline(p: psutil.Process) -> str:
-    """A process's command line, or "" once it has exited (it can turn zombie between listing and reading)."""
-    try:
-        return " ".join(p.cmdline() or [p.name()])
-    except psutil.Error:
-        return ""
-
-
-def kill(procs) -> None:
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.Error:
-            pass
+    start_node({**ENV, "SWEEPER_CACHE": cache}, 1, *args)
 
 
 @pytest.fixture(scope="module")
