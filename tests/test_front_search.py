@@ -1,7 +1,7 @@
-"""Front search on a real local Ray (slow): a three-seed search runs to its budget and writes the same
-Parquet as a grid plus its proposals, and the report draws its front with intervals; a clearly dominated
-configuration is stopped early and recorded; a search killed half-way resumes from its proposal log and
-finished trials, running no trial twice."""
+"""Front search on a real Ray (slow): a three-seed search killed half-way resumes from its proposal log and
+finished trials, running no trial twice, runs to its budget, writes the same Parquet as a grid plus its
+proposals, and the report draws its front with intervals (one run serves all of it); a clearly dominated
+configuration is stopped early and recorded."""
 from __future__ import annotations
 
 import subprocess
@@ -41,18 +41,45 @@ def storage(demo_storage):
     return demo_storage
 
 
-def test_three_seed_search_runs_to_budget_and_reports_its_front(storage, tmp_path, ray_address):
+def test_three_seed_search_killed_resumed_to_budget_and_reported(storage, tmp_path, ray_address):
+    """A three-seed search (2 configurations x 3 seeds) is killed, with its whole local Ray, once 3 trials
+    have finished; the same command (on the session's Ray) runs it to its budget without running a finished
+    trial again, goes on with the proposal log where it stopped, and reports the front with intervals."""
     path = grid(tmp_path, "front3", seeds=[0, 1, 2],
                 search={"kind": "front", "budget": 6, "sampler": "gap", "early_stop": False},
                 methods=[{"method": "gdiff", "c": {"range": [0.3, 0.9]}}], unlearn={"steps": 20, "lr": [1.2e-3]})
+    trials = storage / "front3" / "trials"
+    cmd = [sys.executable, "-m", "sweeper.launch", "--grid", str(path), "--storage", str(storage), "--no-report"]
+    with open(tmp_path / "first.txt", "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=launcher_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            deadline = time.time() + 300
+            while len(list(trials.glob("*gdiff*/_SUCCESS"))) < 3 and time.time() < deadline:
+                assert proc.poll() is None, (tmp_path / "first.txt").read_text()[-3000:]
+                time.sleep(0.2)
+        finally:
+            kill_session(proc.pid)
+            proc.wait()
+    first = {p.parent.name: p.parent.joinpath("summary.parquet").stat().st_mtime_ns
+             for p in trials.glob("*gdiff*/_SUCCESS")}
+    assert 3 <= len(first) < 6
+    logged = pq.read_table(storage / "front3" / "search" / "proposals.parquet").to_pylist()
+
     assert run(path, storage, tmp_path / "log.txt", "--address", ray_address) == 0, \
         (tmp_path / "log.txt").read_text()[-3000:]
     out = (tmp_path / "log.txt").read_text()
     assert "front search: 1 study, 6 trials at most" in out and "6 ok" in out
+    done = {p.parent.name: p.parent.joinpath("summary.parquet").stat().st_mtime_ns
+            for p in trials.glob("*gdiff*/_SUCCESS")}
+    assert len(done) == 6 and all(done[t] == first[t] for t in first)  # finished trials were not run again
+    for t in done:
+        assert pq.read_table(trials / t / "steps.parquet").column("step").to_pylist() == list(range(1, 21)), t
     rows = [r for r in summaries(storage / "front3").values() if r["method"] == "gdiff"]
     assert len(rows) == 6 and {r["search"] for r in rows} == {"front:gap"} and all(r["finished_at"] for r in rows)
     assert sorted(r["seed"] for r in rows) == [0, 0, 1, 1, 2, 2]
     proposals = pq.read_table(storage / "front3" / "search" / "proposals.parquet").to_pylist()
+    assert proposals[:len(logged)] == logged  # the log went on where it stopped
     assert len(proposals) == 2 and all(len(p["trial_ids"]) == 3 for p in proposals)
     assert {t for p in proposals for t in p["trial_ids"]} == {r["trial_id"] for r in rows}
 
@@ -87,35 +114,3 @@ def test_a_dominated_configuration_is_stopped_early_and_recorded(storage, tmp_pa
     assert "dominated" in stopped["stop_reason"] and rows["gdiff"]["trial_id"] in stopped["stop_reason"]
     assert stopped["rouge_forget"] is not None and stopped["workers"] == 2  # its last evaluated point is kept
     assert "1 stopped_dominated" in (tmp_path / "log.txt").read_text()
-
-
-def test_killed_search_resumes_without_running_a_trial_twice(storage, tmp_path):
-    path = grid(tmp_path, "resumed", search={"kind": "front", "budget": 6, "sampler": "gap", "early_stop": False},
-                methods=[{"method": "gdiff", "c": {"range": [0.3, 0.9]}}], unlearn={"steps": 20, "lr": [1.2e-3]})
-    trials = storage / "resumed" / "trials"
-    cmd = [sys.executable, "-m", "sweeper.launch", "--grid", str(path), "--storage", str(storage), "--no-report"]
-    with open(tmp_path / "first.txt", "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=launcher_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            deadline = time.time() + 300
-            while len(list(trials.glob("*gdiff*/_SUCCESS"))) < 3 and time.time() < deadline:
-                assert proc.poll() is None, (tmp_path / "first.txt").read_text()[-3000:]
-                time.sleep(0.2)
-        finally:
-            kill_session(proc.pid)
-            proc.wait()
-    first = {p.parent.name: p.parent.joinpath("summary.parquet").stat().st_mtime_ns
-             for p in trials.glob("*gdiff*/_SUCCESS")}
-    assert 3 <= len(first) < 6
-    logged = pq.read_table(storage / "resumed" / "search" / "proposals.parquet").to_pylist()
-
-    assert run(path, storage, tmp_path / "second.txt", "--no-report") == 0
-    done = {p.parent.name: p.parent.joinpath("summary.parquet").stat().st_mtime_ns
-            for p in trials.glob("*gdiff*/_SUCCESS")}
-    assert len(done) == 6 and all(done[t] == first[t] for t in first)  # finished trials were not run again
-    after = pq.read_table(storage / "resumed" / "search" / "proposals.parquet").to_pylist()
-    assert after[:len(logged)] == logged and len(after) == 6  # the log went on where it stopped
-    for t in done:
-        steps = pq.read_table(trials / t / "steps.parquet").column("step").to_pylist()
-        assert steps == list(range(1, 21)), t
