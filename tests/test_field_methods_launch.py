@@ -1,4 +1,4 @@
-"""End to end on a real local Ray: the field grid (15 trials: every method of the field, NGDiff and GDiff
+"""End to end on a real Ray (the session's, tests/conftest.py): the field grid (15 trials: every method of the field, NGDiff and GDiff
 with SimNPO and NPO, a KL retain side) through the launcher, its curves and its report.
 
 Slow (a few minutes on 2 CPUs; the smoke grid's target is reused from ``demo_storage`` when another slow test
@@ -17,8 +17,9 @@ LABELS = ["ce_u", "gdiff+npo", "gdiff+simnpo", "idkdpo", "idknll", "ngdiff+npo",
           "ngdiff+simnpo", "npo", "pdu", "rmu", "satimp", "simnpo", "undial", "wga"]
 
 
-def test_field_grid_runs_through_the_launcher(demo_storage):
-    result = subprocess.run([sys.executable, "-m", "sweeper.launch", "--grid", "field", "--storage", str(demo_storage)],
+def test_field_grid_runs_through_the_launcher(demo_storage, ray_address):
+    result = subprocess.run([sys.executable, "-m", "sweeper.launch", "--grid", "field", "--storage", str(demo_storage),
+                             "--address", ray_address],
                             cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     trials = demo_storage / "field" / "trials"
