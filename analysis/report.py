@@ -22,6 +22,7 @@ import os
 import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -161,9 +162,12 @@ def start_curves(data: RunData, out: Path, workers: int | None = None):
 
     def finish() -> list[tuple[str, str, list[Path]]]:
         try:
-            return [(t, "" if (p := f.result()) else "no trials of this kind in the run", p) for t, f in futures]
+            done = [(t, f.result()) for t, f in futures]
+        except BrokenProcessPool:  # a main module spawn cannot re-import (python - < script): draw here
+            done = [(title, _draw(fn, sub, path, kw)) for title, fn, sub, path, kw in jobs]
         finally:
             pool.shutdown()
+        return [(t, "" if p else "no trials of this kind in the run", p) for t, p in done]
     return finish
 
 
