@@ -31,7 +31,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-BEGIN, END = "<!-- bench_fetch.py: begin -->", "<!-- bench_fetch.py: end -->"
+sys.path.insert(0, HERE)
+from sections import markers, write_section  # noqa: E402
+BEGIN, END = markers("bench_fetch.py")
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_EC2_METADATA_DISABLED": "true"}
 REL = "targets/0123456789abcdef"
 
@@ -172,7 +174,7 @@ def main(argv=None) -> dict:
     lines = render(args, upload_s, peaks, runs, at_once, at_once_s, time.time() - t0)
     print(lines)
     if not args.no_write:
-        write_section(os.path.join(HERE, "RESULTS.md"), lines)
+        write_section(os.path.join(HERE, "RESULTS.md"), lines, BEGIN, END)
     return {"runs": runs, "at_once": at_once}
 
 
@@ -200,17 +202,6 @@ def render(args, upload_s, peaks, runs, at_once, at_once_s, total_s) -> str:
               f"(`Storage.put_file`), +{peaks[False]:.0f} MB read whole (before).",
               END]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: str, text: str) -> None:
-    """Replace the section between the markers (or append it)."""
-    old = open(path).read() if os.path.exists(path) else ""
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + text.rstrip("\n") + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as f:
-        f.write(new)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-BEGIN, END = "<!-- bench_front.py: begin -->", "<!-- bench_front.py: end -->"
+sys.path.insert(0, HERE)
+from sections import markers, write_section  # noqa: E402
+BEGIN, END = markers("bench_front.py")
 C_RANGE, LR_RANGE = [0.05, 0.95], [3.0e-4, 3.0e-3]
 
 
@@ -107,7 +109,7 @@ def main(argv=None) -> dict:
     text = render(result)
     print(text)
     if not args.no_write:
-        write_section(os.path.join(HERE, "RESULTS.md"), text)
+        write_section(os.path.join(HERE, "RESULTS.md"), text, BEGIN, END)
     return result
 
 
@@ -141,17 +143,6 @@ def render(result: dict) -> str:
                      f"{sum(r['device_s'] for r in rs) / len(rs) / grid['device_s']:.3f} |")
     lines.append(END)
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: str, text: str) -> None:
-    """Replace the section between the markers (or append it)."""
-    old = open(path).read() if os.path.exists(path) else ""
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + text.rstrip("\n") + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as f:
-        f.write(new)
 
 
 if __name__ == "__main__":

@@ -104,12 +104,15 @@ def main(argv=None) -> None:
     lines += [f"| bench_{n} | | **failed** | {(e.splitlines() or ['?'])[-1]} |" for n, e in failures]
     lines += [f"| bench_{n} | | skipped | CPU only: {why} |" for n, why in skipped.items()]
     lines += [""] + [render(res) for res in results]
-    from bench_front import BEGIN, END  # the front-search section is bench_front.py's own: keep it as it is
+    from sections import owned_sections  # bench_front.py's, bench_fetch.py's, ...: each its own, kept as it is
     old = open(args.out).read() if os.path.exists(args.out) else ""
-    front = old[old.index(BEGIN):old.index(END) + len(END)] if BEGIN in old and END in old else ""
-    kept = kept_full_run(args.out).replace(front, "").rstrip() if args.quick else ""
+    owned = owned_sections(old)
+    kept = kept_full_run(args.out) if args.quick else ""
+    for section in owned:
+        kept = kept.replace(section, "")
+    kept = kept.rstrip()
     with open(args.out, "w") as f:
-        f.write("\n".join(lines) + (f"\n{MARK}\n\n{kept}\n" if kept else "") + (f"\n{front}\n" if front else ""))
+        f.write("\n".join(lines) + (f"\n{MARK}\n\n{kept}\n" if kept else "") + "".join(f"\n{s}\n" for s in owned))
     print(f"wrote {args.out}")
     if failures:
         sys.exit(f"run_all.py: {len(failures)} benchmark(s) failed: {', '.join(n for n, _ in failures)}.")

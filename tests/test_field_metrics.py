@@ -11,6 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from fitting import short_fit
 from sweeper.metrics import extraction, mia
 from sweeper.metrics.likelihood import answer_logprobs
 from sweeper.metrics.token_stats import answer_token_stats
@@ -88,16 +89,7 @@ def env(tmp_path_factory, one_torch_thread):
     splits = task.prepare(DATA, str(tmp_path_factory.mktemp("tofu")))
     tok = task.make_tokenizer(MODEL, splits)
     model = task.build_model(MODEL, tok, seed=0)
-    ds = task.dataset(splits["forget"] + splits["retain"], tok)  # a short fit: part of each answer memorised
-    batch = task.collate(tok)([ds[i] for i in range(len(ds))])
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(40):
-        lp, n = task.logprobs(model, batch)
-        loss = -lp.sum() / n.sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    short_fit(task, model, tok, splits["forget"] + splits["retain"])  # part of each answer memorised
     summary, samples = task.evaluate(model, tok, splits, EVAL)
     return {"task": task, "splits": splits, "tok": tok, "model": model, "summary": summary, "samples": samples}
 

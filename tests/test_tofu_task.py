@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
+from fitting import short_fit
 from sweeper.metrics import tofu_metrics as tm
 from sweeper.store.results import SAMPLE_SCHEMA, SUMMARY_SCHEMA, to_table
 from sweeper.tasks.tofu import TofuTask
@@ -33,16 +34,7 @@ def env(tmp_path_factory):
     # split, plus the retain paraphrases (else the model prefers the perturbed answers' template).
     rows = (splits["forget"] + splits["retain"] + splits["real_authors"] + splits["world_facts"]
             + [{"question": r["question"], "answer": r["paraphrased_answer"]} for r in splits["retain_perturbed"]])
-    ds = task.dataset(rows, tok)
-    batch = task.collate(tok)([ds[i] for i in range(len(ds))])
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(40):
-        lp, n = task.logprobs(model, batch)
-        loss = -lp.sum() / n.sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    short_fit(task, model, tok, rows)
     summary, samples = task.evaluate(model, tok, splits, EVAL)
     yield {"task": task, "splits": splits, "tok": tok, "model": model, "summary": summary, "samples": samples}
     torch.set_num_threads(threads)
