@@ -60,6 +60,19 @@ def sharding_label(workers, params_json=None) -> str:
     return f" ×{int(workers)} {strategy.upper()}"
 
 
+def adapter_label(params_json=None) -> str:
+    """"+LoRA r8" for a trial whose model carried a LoRA adapter (from its params_json), "" otherwise."""
+    if not isinstance(params_json, str):
+        return ""
+    try:
+        adapter = (json.loads(params_json).get("model") or {}).get("adapter")
+    except (ValueError, AttributeError):
+        return ""
+    if not isinstance(adapter, dict):
+        return ""
+    return f"+{'LoRA' if adapter.get('kind', 'lora') == 'lora' else adapter.get('kind')} r{adapter.get('r', 8)}"
+
+
 def label_trials(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` plus ``label`` (base label), ``column`` (label with AutoLR / lr when needed) and ``order``.
 
@@ -70,7 +83,9 @@ def label_trials(df: pd.DataFrame) -> pd.DataFrame:
     get = lambda col: df[col] if col in df else pd.Series([None] * len(df), index=df.index)  # noqa: E731
     # A sharded trial is told apart from its one-worker twin by its workers and strategy ("NGDiff ×2 DDP").
     sharding = [sharding_label(w, p) for w, p in zip(get("workers"), get("params_json"))]
-    labels = [method_label(m, c, f) + sh for m, c, f, sh in zip(get("method"), get("c"), get("forget_loss"), sharding)]
+    lora = [adapter_label(p) for p in get("params_json")]   # "+LoRA r8": a LoRA trial beside its full-weight twin
+    labels = [method_label(m, c, f) + a + sh
+              for m, c, f, a, sh in zip(get("method"), get("c"), get("forget_loss"), lora, sharding)]
     auto = (get("lr_mode") == "autolr") & (get("method") != BASELINE)
     df["label"] = pd.Series(labels, index=df.index, dtype=object)
     df["column"] = pd.Series([f"{lab} (AutoLR)" if a else lab for lab, a in zip(labels, auto)],

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 from sweeper.grid.spec import TrialSpec
+from sweeper.models.adapters import adapter_label
 
 RUNNERS = ("auto", "train", "inline")
 
@@ -101,7 +102,8 @@ def gpu_packing(specs: list[TrialSpec], gpus: float | None) -> list[str]:
         per_gpu = f"{math.floor(1 / g + 1e-9)} workers share a GPU" if g < 1 else f"{g:g} GPU(s) per worker"
         where = (f"{gpu_trials_at_once(s, gpus)} trial(s) at a time on {gpus:g} GPUs" if gpus is not None
                  else f"{m['workers'] * g:g} GPU(s) per trial; pass --num-gpus to see how they pack")
-        lines.append(f"GPU packing: {m['name']} ({m['workers']} worker(s) x {g:g} GPU): {per_gpu}, {where}")
+        lora = f" {adapter_label(m['adapter'])} trials" if m.get("adapter") else ""
+        lines.append(f"GPU packing: {m['name']}{lora} ({m['workers']} worker(s) x {g:g} GPU): {per_gpu}, {where}")
     return lines
 
 
@@ -118,8 +120,9 @@ def print_plan(specs: list[TrialSpec], conc: int, cpus: float, gpus: float | Non
     print(f"{len(specs)} trials, {len({s.target_hash for s in specs})} No-unlearn target(s)")
     for s in specs:
         c, g = trial_shape(s)
+        lora = f", {adapter_label(s.model['adapter'])}" if s.model.get("adapter") else ""
         print(f"  {s.trial_id:<70} {s.model['workers']} worker(s), {c:g} CPU, {g:g} GPU, {s.steps} steps, "
-              f"{runner_for(s, runner)}")
+              f"{runner_for(s, runner)}{lora}")
     for line in gpu_packing(specs, gpus):
         print(line)
     print(cluster_line(cpus, gpus, conc))

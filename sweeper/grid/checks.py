@@ -23,11 +23,12 @@ from sweeper.methods.objectives import objective_problem
 from sweeper.grid.method_entries import PRESETS, _check_methods_fit, _method_variants  # noqa: F401  (re-exported)
 from sweeper.unlearn.optimizers import OPTIMIZERS
 from sweeper.grid.search_settings import CURVE_OBJECTIVES, search_settings
+from sweeper.models.adapters import adapter_problems
 
 TOP_KEYS = {"name", "include", "parts", "plugins", "seeds", "data", "models", "target", "methods", "lr_modes",
             "unlearn", "eval", "max_failures", "description", "search"}
 MODEL_KEYS = {"name", "workers", "strategy", "cpus_per_worker", "gpus_per_worker", "dtype", "trust_remote_code",
-              "checkpoint", "tokenizer", "retrained_reference", "template"}
+              "checkpoint", "tokenizer", "retrained_reference", "template", "adapter"}
 TARGET_KEYS = {"optimizer", "lr", "batch_size", "max_epochs", "exact_match_gate", "check_every", "seed"}
 UNLEARN_KEYS = {"optimizer", "lr", "steps", "batch_size", "weight_decay", "autolr"}
 EVAL_KEYS = {"max_questions", "max_new_tokens", "every", "batch_size", "retrained_reference", "metrics", "keep_best"}
@@ -330,6 +331,9 @@ def validate(doc: dict) -> list[str]:
     problems += _check_models(f, doc["models"])
     problems += _check_data(f, doc["data"])
     problems += _check_model_fits_task(f, doc["models"], doc["data"], bool(doc["eval"].get("retrained_reference")))
+    kinds = [d.get("kind", "tofu") for d in doc["data"]]
+    problems += [p for i, m in enumerate(doc["models"]) for p in
+                 adapter_problems(f"{f}: models[{i}]", m, kinds, {**MODEL_DEFAULTS, **m}["strategy"])]
     problems += _check_metrics(f, doc["eval"].get("metrics"), doc["data"])
     problems += _check_methods(f, doc["methods"])
     problems += _check_methods_fit(f, doc["methods"], doc["models"], doc["data"])

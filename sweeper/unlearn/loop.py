@@ -42,6 +42,7 @@ import torch
 from sweeper.unlearn.autolr import AutoLR, AutoLRConfig
 from sweeper.unlearn.distributed import Comm
 from sweeper.unlearn.fsdp import ensure_sum_reduction, gather_state, is_sharded, restore_state
+from sweeper.models.adapters import load_trainable_state, trainable_state_dict
 from sweeper.models.lm import sequence_logprobs
 from sweeper.methods import StepScalars, make_rule
 from sweeper.methods.passes import ObjectiveSide, chunks_needed, rows_to_cache
@@ -339,7 +340,7 @@ class Unlearner:
         """
         if self.sharded:
             return {**gather_state(self.model, self.optimizer), "rule": self.rule.state_dict()}
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": trainable_state_dict(self.model), "optimizer": self.optimizer.state_dict(),
                 "rule": self.rule.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -347,6 +348,6 @@ class Unlearner:
         if self.sharded:
             restore_state(self.model, self.optimizer, state)
         else:
-            self.model.load_state_dict(state["model"])
+            load_trainable_state(self.model, state["model"])   # an adapter's trial: its weights only
             self.optimizer.load_state_dict(state["optimizer"])
         self.rule.load_state_dict(state["rule"])

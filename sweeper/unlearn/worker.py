@@ -152,6 +152,9 @@ class _Trial:
         # Parameters and optimizer state stay float32; the grid's dtype is the compute dtype: FSDP2's
         # mixed-precision policy on GPUs, torch.autocast otherwise (sweeper.models.language.compute_precision).
         self.model, self.precision = model.to(torch.float32), compute_precision(spec.model["dtype"], device)
+        if spec.model.get("adapter"):   # LoRA: the target stays as loaded; only the adapter trains
+            from sweeper.models.adapters import apply_adapter
+            self.model = apply_adapter(self.model, spec.model["adapter"], seed=spec.seed)
         if self.sharded:
             from sweeper.unlearn.fsdp import shard_model
             mixed = spec.model["dtype"] != "float32" and torch.cuda.is_available()
