@@ -12,6 +12,7 @@ hold only those (:func:`trainable_state_dict`, ``PeftModel.save_pretrained``)::
 from __future__ import annotations
 
 import difflib
+import warnings
 
 ADAPTER_KINDS = ("lora",)
 ADAPTER_KEYS = {"kind", "r", "alpha", "dropout", "target_modules"}
@@ -124,7 +125,9 @@ def apply_adapter(model: "torch.nn.Module", adapter: dict, seed: int = 0) -> "to
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     cfg = LoraConfig(r=s["r"], lora_alpha=s["alpha"], lora_dropout=float(s["dropout"]), target_modules=targets,
                      fan_in_fan_out=model_type == "gpt2", task_type="CAUSAL_LM")
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # peft asks transformers 5 a deprecated question while wrapping; the warning is theirs, not the user's
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         torch.manual_seed(seed)
         try:
             return get_peft_model(model, cfg)
