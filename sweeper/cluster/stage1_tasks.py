@@ -107,15 +107,17 @@ class ReadyTargetSearcher(Searcher):
     def __init__(self, specs: list[TrialSpec], builds: TargetBuilds, base_config: dict):
         super().__init__(metric=None, mode=None)
         self.waiting, self.builds, self.base = list(specs), builds, base_config
-        self.dropped = 0
+        self.dropped, self._failed_seen = 0, 0
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # the trials are the grid's own, not Tune's param_space
 
     def suggest(self, trial_id: str) -> dict | None:
-        kept = [s for s in self.waiting if s.target_hash not in self.builds.failed]
-        self.dropped += len(self.waiting) - len(kept)
-        self.waiting = kept
+        if len(self.builds.failed) != self._failed_seen:  # filter only when a target newly failed: a grid of
+            self._failed_seen = len(self.builds.failed)   # thousands of trials is asked once per trial
+            kept = [s for s in self.waiting if s.target_hash not in self.builds.failed]
+            self.dropped += len(self.waiting) - len(kept)
+            self.waiting = kept
         for i, spec in enumerate(self.waiting):
             if spec.target_hash in self.builds.ready:
                 del self.waiting[i]
