@@ -4,7 +4,8 @@
     from analysis.published import load_published, published_beside_measured, published_table
     data = load_run("runs/x")
     published_beside_measured(data.summaries)  # model, dataset, checkpoint, split, metric, measured, published, source
-    print(published_table(data.summaries))     # the same as a Markdown table ("html" / "latex" too)
+    print(published_table(data.summaries))     # the same as a Markdown table ("html" / "latex" too),
+                                               # then analysis.published_methods' table of method results
 
 ``data/published_targets.csv`` (columns ``benchmark, checkpoint, role, split, metric, value, source``)
 transcribes the "Finetuned" (role ``target``) and "Retain" (role ``retain``) rows of OpenUnlearning's
@@ -122,7 +123,16 @@ def _value(v) -> str:
 
 
 def published_table(summaries: pd.DataFrame, fmt: str = "markdown") -> str:
-    """``published_beside_measured`` as a table ("markdown", "html" or "latex"); "" when nothing matches."""
+    """``published_beside_measured`` as a table ("markdown", "html" or "latex"), followed by the published
+    method results beside the matching trials (``analysis.published_methods.methods_table``); "" when
+    nothing matches."""
+    from analysis.published_methods import methods_table  # it imports this module's helpers
+    methods = methods_table(summaries, fmt)
+    targets = _targets_table(summaries, fmt)
+    return "\n".join(t for t in (targets, methods) if t)
+
+
+def _targets_table(summaries: pd.DataFrame, fmt: str) -> str:
     df = published_beside_measured(summaries)
     if df.empty:
         return ""
