@@ -4,10 +4,11 @@
 
 Writes into DIR (default ``<first run>/report``): ``index.html``, ``pareto.png``/``.svg``,
 ``summary.md``, ``paper_table.{md,html,tex}``, ``autolr_table.{md,html,tex}``, ``hypervolume.csv``,
-``published.md`` when a No-unlearn target is a released checkpoint with published values
-(``analysis.published``) and, when the run has curves, ``curves_methods``, ``curves_lr``,
-``lr_sensitivity``, ``norms_lr`` (.png and .svg; with a ``_<model>`` suffix when the run holds several
-models) and, when the run holds a front search (a ``search`` other than grid, or ``finished_at`` times),
+``published.md`` when a No-unlearn target is a released checkpoint with published values, or a trial
+matches a published method result (``analysis.published``, ``analysis.published_methods``) and,
+when the run has curves, ``curves_methods``, ``curves_lr``, ``lr_sensitivity``, ``norms_lr`` (.png and
+.svg; with a ``_<model>`` suffix when the run holds several models) and, when the run holds a front
+search (a ``search`` other than grid, or ``finished_at`` times),
 ``search_cost.png``/``.svg``, ``search_cost.csv`` (per model and search kind: trials, device-seconds,
 final hypervolume) and ``search_cost_trace.csv`` (the hypervolume after each trial); ``field_table.*`` and
 ``answers/<trial>.html`` (``analysis.answers.write_field_outputs``).

@@ -108,7 +108,8 @@ def _index_html(data: RunData, runs, figures, curves, tables, hv: pd.DataFrame, 
               _links("paper_table"), "<h3>Without → with AutoLR (Table 3)</h3>", tables[("autolr_table", "html")],
               _links("autolr_table")]
     if ("published", "html") in tables:
-        parts += ["<h3>No-unlearn targets beside their published values</h3>", tables[("published", "html")],
+        parts += ["<h3>No-unlearn targets beside their published values, and published method results beside "
+                  "the matching trials</h3>", tables[("published", "html")],
                   "<p><a href='published.md'>published.md</a></p>"]
     parts += field_outputs_html(tables, "table")
     parts += ["<h3>Every trial</h3>", summary_table(df, "html"), "<p><a href='summary.md'>summary.md</a></p>"]
