@@ -1,18 +1,25 @@
-"""Front search vs grid on the demo task: hypervolume reached with N proposed trials against a 3N-trial grid.
+"""Front search vs grid on three tasks: hypervolume reached with N full trials' worth of steps against a 3N-trial grid.
 
-    .venv/bin/python benchmarks/bench_front.py                      # N = 8, search seeds 0 1 2, all three samplers (~10 min)
-    .venv/bin/python benchmarks/bench_front.py --quick              # N = 4, one seed, gap only (a smoke run)
-    .venv/bin/python benchmarks/bench_front.py --storage /tmp/front # keep the runs (reuses the cached target)
+    .venv/bin/python benchmarks/bench_front.py --grid-again            # 3 tasks x search seeds 0-4, N = 8 (~35 min on 2 CPUs);
+                                                                       # each grid again after its searches (device-s: the mean)
+    .venv/bin/python benchmarks/bench_front.py --tasks gdiff_gpt2 --seeds 0 1 --no-write   # one task, two seeds
+    .venv/bin/python benchmarks/bench_front.py --quick                 # N = 4, one seed, the tuning task: a smoke run
+    .venv/bin/python benchmarks/bench_front.py --storage /tmp/front --tag b   # keep the runs; reuses the cached targets
+                                                                       # (a run whose name exists is resumed, not rerun:
+                                                                       # a new --tag measures afresh)
 
-The task: GDiff on tiny GPT-2 and the built-in authors (the demo's target, 30 steps, evaluated every 10),
-searching c in [0.05, 0.95] and a log-uniform learning rate in [3e-4, 3e-3]. The grid covers the same box
-with 3N trials (6 c values x 4 learning rates for N = 8). Each run is a real launch of the product
-(``python -m sweeper.launch``) on a local Ray; a front search runs with its defaults (early stop on).
+The tasks (``TASKS``), each a searched method parameter and a log-uniform learning rate on one of the tiny
+twins: ``gdiff_gpt2`` (GDiff's c on tiny GPT-2, built-in authors: the demo's task) is the one the
+sampler's defaults were chosen on; ``npo_llama`` (NPO's beta on tiny Llama, authors) and ``gdiff_muse``
+(GDiff's c on tiny GPT-2, the MUSE-style news twin: VerbMem down, KnowMem-retain up) are held out. For
+each task a grid of 3N trials covers the same box (3N/4 parameter values x 4 learning rates), then one
+front search per search seed runs with its defaults (``budget: N``: rungs, early stop, the ``gap`` sampler).
+Every run is a real launch of the product (``python -m sweeper.launch``) on one local Ray head that the
+benchmark starts once (launches join it with ``--address``: no Ray start-up per launch).
 
-Measured per run, from its Parquet: trials, device-seconds (each trial's loop seconds x workers, early-stopped
-trials with what they ran) and the hypervolume of every evaluated point (forget ROUGE down, retain ROUGE up,
-reference the worst corner (1, 0)), plus the hypervolume of the final points alone. The section between the
-markers in RESULTS.md is rewritten; ``run_all.py`` keeps it.
+Measured per run, from its Parquet: trials, steps run, device-seconds (each trial's loop seconds x workers,
+stopped trials with what they ran) and the hypervolume of every evaluated point (forget down, retain up,
+reference the worst corner (1, 0)). The section between the markers in RESULTS.md is rewritten.
 """
 from __future__ import annotations
 
@@ -20,11 +27,13 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+import numpy as np
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,78 +42,129 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 from sections import markers, write_section  # noqa: E402
 BEGIN, END = markers("bench_front.py")
-C_RANGE, LR_RANGE = [0.05, 0.95], [3.0e-4, 3.0e-3]
+LR_RANGE = [3.0e-4, 3.0e-3]
+AUTHORS = os.path.join(ROOT, "search_spaces", "demo", "base.yaml")
+#: name: (what, the grid document's fixed part, method, searched parameter, its range)
+TASKS = {
+    "gdiff_gpt2": ("GDiff's c on tiny GPT-2, built-in authors, 30 steps evaluated every 10 (tuning task)",
+                   {"include": [AUTHORS], "models": [{"name": "tiny-gpt2", "workers": 1, "cpus_per_worker": 1}]},
+                   "gdiff", "c", [0.05, 0.95]),
+    "npo_llama": ("NPO's beta on tiny Llama, built-in authors, 30 steps evaluated every 10 (held out)",
+                  {"include": [AUTHORS], "models": [{"name": "tiny-llama", "workers": 1, "cpus_per_worker": 1}]},
+                  "npo", "beta", [0.02, 0.5]),
+    "gdiff_muse": ("GDiff's c on tiny GPT-2, MUSE-style news twin (VerbMem / KnowMem), 20 steps evaluated "
+                   "every 10 (held out)",
+                   {"seeds": [0], "data": [{"name": "news", "kind": "muse", "source": "builtin", "n_articles": 24}],
+                    "models": [{"name": "tiny-gpt2", "workers": 1, "cpus_per_worker": 1}],
+                    "target": {"optimizer": "adamw", "lr": 3.0e-3, "batch_size": 16, "max_epochs": 200,
+                               "exact_match_gate": 0.75, "check_every": 10},
+                    "unlearn": {"optimizer": "adam", "lr": [1.0e-3], "steps": 20, "batch_size": 8},
+                    "eval": {"max_questions": 8, "max_new_tokens": 32, "every": 10}},
+                   "gdiff", "c", [0.05, 0.95]),
+}
 
 
-def grid_doc(name: str, search: dict | None, n: int) -> dict:
-    doc = {"name": name, "include": [os.path.join(ROOT, "search_spaces", "demo", "base.yaml")],
-           "models": [{"name": "tiny-gpt2", "workers": 1, "cpus_per_worker": 1}], "lr_modes": ["static"]}
+def grid_doc(task: str, name: str, search: dict | None, n: int) -> dict:
+    """The grid file of one run: the task's front search (``search``) or its 3n-trial grid."""
+    _, fixed, method, param, prange = TASKS[task]
+    doc = {"name": name, **json.loads(json.dumps(fixed)), "lr_modes": ["static"]}
+    unlearn = doc.setdefault("unlearn", {})
     if search:
-        doc.update(search=search, methods=[{"method": "gdiff", "c": {"range": C_RANGE}}],
-                   unlearn={"lr": {"log_range": LR_RANGE}})
-    else:  # 3n trials on the same box: 3n/4 c values (evenly inside the range) x 4 log-spaced learning rates
-        import numpy as np
+        doc.update(search=search, methods=[{"method": method, param: {"range": prange}}])
+        unlearn["lr"] = {"log_range": LR_RANGE}
+    else:  # 3n trials on the same box: 3n/4 values (evenly inside the range) x 4 log-spaced learning rates
         k = max(1, 3 * n // 4)
-        cs = [round(float(c), 4) for c in np.linspace(*C_RANGE, k + 2)[1:-1]]
-        lrs = [float(f"{lr:.3g}") for lr in np.geomspace(*LR_RANGE, 4)]
-        doc.update(methods=[{"method": "gdiff", "c": cs}], unlearn={"lr": lrs})
+        values = [round(float(v), 4) for v in np.linspace(*prange, k + 2)[1:-1]]
+        doc["methods"] = [{"method": method, param: values}]
+        unlearn["lr"] = [float(f"{lr:.3g}") for lr in np.geomspace(*LR_RANGE, 4)]
     return doc
 
 
-def launch(doc: dict, storage: str, workdir: str) -> float:
+def launch(doc: dict, storage: str, workdir: str, address: str | None) -> float:
     path = os.path.join(workdir, f"{doc['name']}.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(doc, f, sort_keys=False)
+    cmd = [sys.executable, "-m", "sweeper.launch", "--grid", path, "--storage", storage, "--no-report",
+           *(["--address", address] if address else [])]
     start = time.time()
-    out = subprocess.run([sys.executable, "-m", "sweeper.launch", "--grid", path, "--storage", storage, "--no-report"],
-                         cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"bench_front: the launch of {doc['name']} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     return time.time() - start
 
 
 def measure(run_dir: str) -> dict:
-    """Trials, device-seconds and hypervolumes of one run, from its Parquet."""
+    """Trials, steps, device-seconds and the hypervolume of every evaluated point of one run, from its Parquet."""
     from analysis.front import evaluation_points
-    from analysis.load import load_run
+    from analysis.load import BASELINE, REFERENCE, load_run
     from analysis.pareto import ROUGE_REF, ROUGE_SENSES, hypervolume_2d
     data = load_run(run_dir)
     trials = data.trials
     points = evaluation_points(data)
-    points = points[points["method"] == "gdiff"]
-    every = hypervolume_2d(points[["rouge_forget", "rouge_retain"]].to_numpy(), ROUGE_REF, ROUGE_SENSES)
-    final = hypervolume_2d(trials[["rouge_forget", "rouge_retain"]].to_numpy(dtype=float), ROUGE_REF, ROUGE_SENSES)
-    return {"trials": int(len(trials)), "device_s": float((trials["wall_s"] * trials["workers"]).sum()),
-            "stopped": int((trials["status"] == "stopped_dominated").sum()), "hv_every": every, "hv_final": final}
+    points = points[~points["method"].isin([BASELINE, REFERENCE])]
+    hv = hypervolume_2d(points[["rouge_forget", "rouge_retain"]].to_numpy(dtype=float), ROUGE_REF, ROUGE_SENSES)
+    return {"trials": int(len(trials)), "steps": int(trials["steps"].sum()),
+            "device_s": float((trials["wall_s"] * trials["workers"]).sum()),
+            "stopped": int((trials["status"] == "stopped_dominated").sum()), "hv": hv}
+
+
+def shared_ray(tmp: str):
+    """(address, stop) of one Ray head for all launches, started and ended as the tests' is (only its own
+    processes are killed, never ``ray stop``)."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from ray_cluster import start_head
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    return start_head(tmp, num_cpus=os.cpu_count() or 2, env=env, worker_ports=(24000, 24499))
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=8, help="trials of a search (the grid gets 3n)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds")
-    p.add_argument("--samplers", nargs="+", default=["gap", "optuna", "gp"])
+    p.add_argument("--n", type=int, default=8, help="full trials' worth of steps per search (the grid gets 3n trials)")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="search seeds")
+    p.add_argument("--search", default="{}", help="extra search settings as JSON, e.g. '{\"fidelity\": false}'")
     p.add_argument("--storage", default=None, help="where the runs go (default: a temporary folder)")
-    p.add_argument("--quick", action="store_true", help="n = 4, seed 0, gap only: a smoke run, not a measurement")
+    p.add_argument("--tag", default="", help="added to every run name (same storage, fresh runs)")
+    p.add_argument("--grid-tag", default=None, help="added to the grids' run names (default: --tag; an "
+                                                      "existing grid run is measured again, not rerun)")
+    p.add_argument("--quick", action="store_true", help="n = 4, seed 0, the tuning task: a smoke run, not a measurement")
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    p.add_argument("--grid-again", action="store_true", help="run each grid again after its searches and take "
+                                                             "the mean of its two device-s (load drifts)")
     args = p.parse_args(argv)
     if args.quick:
-        args.n, args.seeds, args.samplers = 4, [0], ["gap"]
+        args.n, args.seeds, args.tasks = 4, [0], ["gdiff_gpt2"]
     storage = args.storage or tempfile.mkdtemp(prefix="bench_front_")
+    extra = json.loads(args.search)
     rows, started = [], time.time()
     with tempfile.TemporaryDirectory() as work:
-        wall = launch(grid_doc(f"grid{3 * args.n}", None, args.n), storage, work)
-        rows.append({"kind": "grid", "sampler": "-", "seed": "-", "wall_s": wall,
-                     **measure(os.path.join(storage, f"grid{3 * args.n}"))})
-        print(json.dumps(rows[-1]), flush=True)
-        for sampler in args.samplers:
-            for seed in args.seeds:
-                name = f"front_{sampler}_n{args.n}_s{seed}"
-                search = {"kind": "front", "budget": args.n, "sampler": sampler, "seed": seed}
-                wall = launch(grid_doc(name, search, args.n), storage, work)
-                rows.append({"kind": "front", "sampler": sampler, "seed": seed, "wall_s": wall,
+        address, stop = shared_ray(os.path.join(work, "ray"))
+        try:
+            for task in args.tasks:
+                name = f"{task}_grid{3 * args.n}{args.tag if args.grid_tag is None else args.grid_tag}"
+                wall = launch(grid_doc(task, name, None, args.n), storage, work, address)
+                rows.append({"task": task, "kind": "grid", "seed": "-", "wall_s": wall,
                              **measure(os.path.join(storage, name))})
                 print(json.dumps(rows[-1]), flush=True)
+                grid, grid_name = rows[-1], name
+                for seed in args.seeds:
+                    name = f"{task}_front_n{args.n}_s{seed}{args.tag}"
+                    search = {"kind": "front", "budget": args.n, "seed": seed, **extra}
+                    wall = launch(grid_doc(task, name, search, args.n), storage, work, address)
+                    rows.append({"task": task, "kind": "front", "seed": seed, "wall_s": wall,
+                                 **measure(os.path.join(storage, name))})
+                    print(json.dumps(rows[-1]), flush=True)
+                if args.grid_again:  # the machine's load drifts: the grid's device-s before and after, averaged
+                    launch(grid_doc(task, grid_name + "_again", None, args.n), storage, work, address)
+                    again = measure(os.path.join(storage, grid_name + "_again"))
+                    grid.update(device_s_runs=[grid["device_s"], again["device_s"]], hv_again=again["hv"],
+                                device_s=(grid["device_s"] + again["device_s"]) / 2)
+                    print(json.dumps(grid), flush=True)
+        finally:
+            stop()
     result = {"n": args.n, "rows": rows, "total_s": time.time() - started, "quick": args.quick,
+              "load": os.getloadavg(), "extra": extra,
               "command": "benchmarks/bench_front.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     text = render(result)
     print(text)
@@ -115,32 +175,43 @@ def main(argv=None) -> dict:
 
 def render(result: dict) -> str:
     rows, n = result["rows"], result["n"]
-    grid = rows[0]
-    lines = [BEGIN, "## Front search vs grid (issue 13)", "",
-             f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; total {result['total_s']:.0f} s"
+    grids = {r["task"]: r for r in rows if r["kind"] == "grid"}
+    lines = [BEGIN, "## Front search vs grid on three tasks (issues 13, 22)", "",
+             f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; total {result['total_s']:.0f} s; "
+             f"load average at the end {' '.join(f'{x:.1f}' for x in result['load'])} (a shared 2-CPU machine)"
              + (" -- QUICK run: not a measurement" if result["quick"] else ""),
              f"- Command: `.venv/bin/python {result['command'].strip()}` (from the repository root)",
-             f"- Task: GDiff on tiny GPT-2, built-in authors (the demo's target), 30 steps evaluated every 10; c in "
-             f"{C_RANGE}, lr log-uniform in {LR_RANGE}; grid: {grid['trials']} trials on the same box; searches: "
-             f"{n} trials each, early stop on (default: after 15 steps, margin 0.05).",
-             "- Hypervolume: forget ROUGE (down) x retain ROUGE (up) against (1, 0), over every evaluated point "
-             "(steps 10, 20, 30) of the run's trials; 'final only' uses each trial's last point.",
-             "- Device-seconds: trial loop seconds x workers (evaluations included; Ray start and stage 1 not).", "",
-             "| run | sampler | search seed | trials | stopped early | device-s | hypervolume | final only | "
-             "HV / grid HV | device-s / grid's |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"- Searches: `budget: {n}` (full trials' worth of steps), the defaults otherwise"
+             + (f" plus {json.dumps(result['extra'])}" if result["extra"] else "")
+             + f"; grids: {3 * n} trials on the same box (learning rate log-uniform in {LR_RANGE}).",
+             "- Hypervolume: forget (down) x retain (up) against (1, 0), over every evaluated point of the run's "
+             "trials. Device-seconds: trial loop seconds x workers (evaluations included; Ray, stage 1 not); "
+             "steps: unlearning steps run (a load-independent cost).", "",
+             "| task | what | grid trials | grid HV | grid device-s |", "| --- | --- | --- | --- | --- |"]
+    for task, g in grids.items():
+        runs = g.get("device_s_runs")
+        dev = f"{g['device_s']:.1f}" + (f" (mean of {runs[0]:.1f} before and {runs[1]:.1f} after the searches; "
+                                        f"HV again {g['hv_again']:.4f})" if runs else "")
+        lines.append(f"| {task} | {TASKS[task][0]} | {g['trials']} | {g['hv']:.4f} | {dev} |")
+    lines += ["", "| task | search seed | trials | stopped | steps / grid's | device-s | HV | HV / grid HV | "
+              "device-s / grid's |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['kind']} | {r['sampler']} | {r['seed']} | {r['trials']} | {r['stopped']} | "
-                     f"{r['device_s']:.1f} | {r['hv_every']:.4f} | {r['hv_final']:.4f} | "
-                     f"{r['hv_every'] / grid['hv_every']:.3f} | {r['device_s'] / grid['device_s']:.3f} |")
-    lines += ["", "| sampler | runs | mean HV / grid HV | min | runs reaching the grid's HV | mean device-s / grid's |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for sampler in dict.fromkeys(r["sampler"] for r in rows[1:]):
-        rs = [r for r in rows[1:] if r["sampler"] == sampler]
-        ratios = [r["hv_every"] / grid["hv_every"] for r in rs]
-        lines.append(f"| {sampler} | {len(rs)} | {sum(ratios) / len(ratios):.3f} | {min(ratios):.3f} | "
-                     f"{sum(x >= 1 for x in ratios)} of {len(rs)} | "
-                     f"{sum(r['device_s'] for r in rs) / len(rs) / grid['device_s']:.3f} |")
+        if r["kind"] == "front":
+            g = grids[r["task"]]
+            lines.append(f"| {r['task']} | {r['seed']} | {r['trials']} | {r['stopped']} | "
+                         f"{r['steps'] / g['steps']:.3f} | {r['device_s']:.1f} | {r['hv']:.4f} | "
+                         f"{r['hv'] / g['hv']:.3f} | {r['device_s'] / g['device_s']:.3f} |")
+    lines += ["", "| task | runs | HV / grid HV: min | median | runs >= 0.98 | runs >= 1 | "
+              "device-s / grid's: median | max |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for task, g in grids.items():
+        rs = [r for r in rows if r["kind"] == "front" and r["task"] == task]
+        if not rs:
+            continue
+        hv = [r["hv"] / g["hv"] for r in rs]
+        dev = [r["device_s"] / g["device_s"] for r in rs]
+        lines.append(f"| {task} | {len(rs)} | {min(hv):.3f} | {statistics.median(hv):.3f} | "
+                     f"{sum(x >= 0.98 for x in hv)} of {len(rs)} | {sum(x >= 1 for x in hv)} of {len(rs)} | "
+                     f"{statistics.median(dev):.3f} | {max(dev):.3f} |")
     lines.append(END)
     return "\n".join(lines) + "\n"
 

@@ -133,8 +133,11 @@ def print_search_plan(search, conc: int, cpus: float, gpus: float | None, runner
     """The plan of a front search: its studies, what each searches and the trials its budget buys."""
     st = search.settings
     stop = st["early_stop"]
+    # With rungs the budget is in steps: trials stopped at a rung leave their unrun steps to more configurations.
+    budget = f"{search.budget} full trials' worth of steps (rungs: {st['fidelity']['rungs']})" if st.get("fidelity") \
+        else f"{search.budget} trials at most"
     print(f"front search: {len(search.studies)} stud{'y' if len(search.studies) == 1 else 'ies'}, "
-          f"{search.budget} trials at most, sampler {st['sampler']}, objectives {st['objectives'][0]} "
+          f"{budget}, sampler {st['sampler']}, objectives {st['objectives'][0]} "
           f"({search.senses[0]}) and {st['objectives'][1]} ({search.senses[1]}), early stop "
           + (f"after {stop['min_steps']} steps at margin {stop['margin']:g}" if stop else "off"))
     for study in search.studies:

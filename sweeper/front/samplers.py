@@ -2,18 +2,30 @@
 
 A sampler works in the unit cube of a study's ranges (``sweeper.front.studies.Range.unit``). It is asked for
 the next configuration with what the study knows so far: the finished configurations with their
-evaluated points (every evaluation step, seed-averaged) and the configurations still running::
+evaluated points ((step, x, y) at every evaluation step, seed-averaged; (x, y) is accepted too) and the
+configurations still running::
 
     sampler = make_sampler("gap", dims=2, senses=("min", "max"), seed=0, initial=3)
     unit, reason = sampler.propose(finished=[([0.2, 0.5], [(0.9, 0.8), (0.6, 0.7)])], pending=[[0.8, 0.1]])
 
-``gap`` (ours): a Latin-hypercube start, then the midpoint between the two configurations whose front
-points bound the largest empty rectangle of the current front, in objectives scaled to the points'
-spread. When the learning rate is searched, the study's No-unlearn point joins the front as its
-``lr -> 0`` end (``anchor``): every method starts there, so the gap between it and the front's nearest
-configuration is filled by that configuration at a lower learning rate (half way down its unit
-coordinate), which reaches the light-unlearning end of the front a search started at random misses.
-``optuna``: Optuna's multi-objective TPE sampler (ask/tell), fed each configuration's final point;
+``gap`` (ours): a Latin-hypercube start, then proposals that alternate between two moves:
+
+* *fill*: the midpoint between the two configurations whose front points bound the largest empty
+  rectangle of the current front, in objectives scaled to the points' spread. When the learning rate is
+  searched, the study's No-unlearn point joins the front as its ``lr -> 0`` end (``anchor``): every method
+  starts there, so the gap between it and the front's nearest configuration is filled by that
+  configuration at a lower learning rate (half way down its unit coordinate).
+* *improve* (where the front is weakest by dominance): when a configuration on the front dominates a
+  neighbouring configuration (every point of the neighbour is beaten by one of its points), a step from
+  it away from the dominated one (half their distance); else a local step (a coordinate at a time, 0.1
+  of the unit cube, halved on each return) around the configuration whose points add the most
+  hypervolume to the front (both kinds: the configurations adding most hypervolume first).
+
+Every evaluated point counts (a configuration's steps 10, 20 and 30 are three candidate front points),
+so a configuration stopped at a rung (``sweeper.front.promotion``) still shapes the front. The proposals
+depend only on the search seed and the points seen, never on a random draw after the start.
+``optuna``: Optuna's multi-objective TPE sampler (ask/tell): each configuration's final point is told to
+its trial, and every earlier evaluated point is added as a completed trial with the same parameters;
 ``gp``: Optuna's Gaussian-process sampler (log expected hypervolume improvement), fed the same.
 """
 from __future__ import annotations
@@ -25,9 +37,12 @@ SAME_POINT = 0.02
 
 
 class GapSampler:
-    """Fill the largest gap of the current front; start from a Latin hypercube of ``initial`` points."""
+    """Fill the largest gap of the front and improve it where a neighbour dominates, in turn; start from a
+    Latin hypercube of ``initial`` points (see the module docstring)."""
 
     name = "gap"
+    #: The first local step around a configuration (unit cube); halved each time it is stepped around again.
+    STEP = 0.1
 
     def __init__(self, dims: int, senses, seed: int = 0, initial: int = 3):
         from scipy.stats import qmc
@@ -45,9 +60,14 @@ class GapSampler:
             return self._take(self.start[self.proposed], "initial Latin-hypercube point")
         if not finished:
             return None
-        for area, u, why in self._gaps(finished, anchor):
+        fills = [(u, f"largest front gap ({area:.3g} of the scaled objective square) {why}")
+                 for area, u, why in self._gaps(finished, anchor)]
+        moves = self._improvements(finished, taken)
+        # Alternate: fill on even proposals after the start, improve on odd ones; either falls back on the other.
+        order = (moves + fills) if (self.proposed - len(self.start)) % 2 else (fills + moves)
+        for u, why in order:
             if not _near(u, taken):
-                return self._take(u, f"largest front gap ({area:.3g} of the scaled objective square) {why}")
+                return self._take(u, why)
         far = max(self.explore, key=lambda u: min((np.max(np.abs(u - t)) for t in taken), default=1.0))
         return self._take(far, "no open front gap left: the point farthest from every tried configuration")
 
@@ -55,23 +75,23 @@ class GapSampler:
         """Count a proposal made before a resume (its coordinates come from the proposal log)."""
         self.proposed += 1
 
-    def observe(self, unit, point) -> None:
+    def observe(self, unit, points) -> None:
         """Nothing to do: the gap sampler reads the whole history at every proposal."""
 
     def _take(self, u, why: str):
         self.proposed += 1
-        return [float(x) for x in u], why
+        return [float(x) for x in np.clip(u, 0.0, 1.0)], why
 
-    def _gaps(self, finished, anchor=None):
-        """(area, midpoint, why) for each pair of neighbouring front points, largest area first."""
-        units = [np.asarray(u, float) for u, _ in finished]
+    def _scaled(self, finished, anchor=None):
+        """(z: every point scaled to [0, 1] with both objectives minimised, owner of each point, front
+        indices sorted along the first objective). Owner -1 is the No-unlearn anchor."""
         pts, owner = [], []
         for i, (_, points) in enumerate(finished):
             for p in points:
-                pts.append(p)
+                pts.append(tuple(p)[-2:])  # (step, x, y) or (x, y)
                 owner.append(i)
         if not pts:
-            return []
+            return None
         if anchor is not None:
             pts.append(anchor[0])
             owner.append(-1)
@@ -80,7 +100,15 @@ class GapSampler:
         z = (z - z.min(axis=0)) / np.where(span > 0, span, 1.0)
         from analysis.pareto import _non_dominated
         front = np.flatnonzero(_non_dominated(z[:, 0], z[:, 1]))
-        front = front[np.argsort(z[front, 0], kind="stable")]
+        return z, np.asarray(owner), front[np.argsort(z[front, 0], kind="stable")]
+
+    def _gaps(self, finished, anchor=None):
+        """(area, midpoint, why) for each pair of neighbouring front points, largest area first."""
+        scaled = self._scaled(finished, anchor)
+        if scaled is None:
+            return []
+        z, owner, front = scaled
+        units = [np.asarray(u, float) for u, _ in finished]
         gaps = []
         for a, b in zip(front[:-1], front[1:]):
             area = float((z[b, 0] - z[a, 0]) * (z[a, 1] - z[b, 1]))
@@ -96,11 +124,57 @@ class GapSampler:
                              f"between configurations {owner[a] + 1} and {owner[b] + 1}"))
         return sorted(gaps, key=lambda g: -g[0])
 
+    def _improvements(self, finished, taken):
+        """[(unit, why)]: steps away from dominated neighbours of the front's configurations, then local
+        steps around the configurations that add the most hypervolume to the front (best first)."""
+        scaled = self._scaled(finished)
+        if scaled is None or not self.dims or len(finished) < 2:  # one configuration: explore instead
+            return []
+        z, owner, front = scaled
+        units = [np.asarray(u, float) for u, _ in finished]
+        on_front = sorted({int(owner[i]) for i in front})
+        gain = {k: _exclusive_area(z, owner, front, k) for k in on_front}
+        moves = []
+        for k in sorted(on_front, key=lambda k: -gain[k]):  # the configuration adding most hypervolume first
+            mine = z[owner == k]
+            beaten = []
+            for j in range(len(finished)):  # neighbours all of whose points one of k's points beats
+                theirs = z[owner == j]
+                if j != k and len(theirs) and all(np.any(np.all(mine <= p, axis=1) & np.any(mine < p, axis=1))
+                                                  for p in theirs):
+                    beaten.append(j)
+            for j in sorted(beaten, key=lambda j: np.max(np.abs(units[j] - units[k]))):  # nearest first
+                u = units[k] + 0.5 * (units[k] - units[j])
+                moves.append((np.clip(u, 0, 1), f"away from configuration {j + 1}, which configuration {k + 1} "
+                                                 f"dominates (a step where the front improves by dominance)"))
+        # Then local steps; dominance first was better on the tuning task (benchmarks/RESULTS.md, issue 22).
+        for k in sorted(on_front, key=lambda k: -gain[k]):
+            near = sum(np.max(np.abs(t - units[k])) < 1.5 * self.STEP for t in taken) - 1  # earlier steps around it
+            r = self.STEP / 2 ** max(0, near // (2 * self.dims))
+            for d in range(self.dims):
+                for sign in (1, -1):
+                    u = units[k].copy()
+                    u[d] = min(1.0, max(0.0, u[d] + sign * r))
+                    if abs(u[d] - units[k][d]) < r / 2:  # against the range's end: hardly a move
+                        continue
+                    moves.append((u, f"local step ({r:.3g} on coordinate {d + 1}) around configuration {k + 1}, "
+                                     f"which adds most hypervolume to the front ({gain[k]:.3g} scaled)"))
+        return moves
+
+
+def _exclusive_area(z, owner, front, k) -> float:
+    """Scaled hypervolume (reference (1.1, 1.1)) the front loses without configuration ``k``'s points."""
+    from analysis.pareto import hypervolume_2d
+    ref = (1.1, 1.1)
+    rest = z[owner != k]
+    return hypervolume_2d(z, ref) - (hypervolume_2d(rest, ref) if len(rest) else 0.0)
+
 
 class OptunaSampler:
     """Optuna's multi-objective TPE (``TPESampler(multivariate=True, constant_liar=True)``) by ask/tell.
 
-    Each configuration is one Optuna trial, told the seed mean of its final evaluated point."""
+    Each configuration is one Optuna trial, told the seed mean of its final evaluated point; its earlier
+    evaluated points join the study as completed trials at the same parameters."""
 
     name = "optuna"
     why = "Optuna multi-objective TPE"  # what a model-driven proposal's reason says
@@ -142,21 +216,29 @@ class OptunaSampler:
         self.study.enqueue_trial({f"u{i}": u for i, u in enumerate(unit)})
         self.propose([], [])
 
-    def observe(self, unit, point) -> None:
+    def observe(self, unit, points) -> None:
+        """Tell the configuration's trial its final point and add each earlier evaluated point as a completed
+        trial with the same parameters (``points``: [(step, x, y)] or [(x, y)] in step order, one (x, y), or
+        None when every seed failed)."""
+        import optuna
         trial = self.open.pop(_key(unit), None)
-        if trial is None:
-            return
-        if point is None or not np.all(np.isfinite(point)):
-            import optuna
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            self.study.tell(trial, [float(v) for v in point])
+        pts = [] if points is None else [tuple(p)[-2:] for p in np.atleast_2d(np.asarray(points, dtype=float))]
+        pts = [p for p in pts if np.all(np.isfinite(p))]
+        if trial is not None:
+            if not pts:
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                self.study.tell(trial, [float(v) for v in pts[-1]])
+        for p in pts[:-1]:
+            self.study.add_trial(optuna.trial.create_trial(
+                params={f"u{i}": float(u) for i, u in enumerate(unit)}, distributions=self.space,
+                values=[float(v) for v in p]))
 
 
 class GPSampler(OptunaSampler):
     """Optuna's Gaussian-process sampler (``GPSampler``): a Matern-5/2 GP per objective over the unit cube,
     the next configuration where the log expected hypervolume improvement is largest (q-batch over the
-    configurations still running). Told, like TPE, the seed mean of each configuration's final point."""
+    configurations still running). Told, like TPE, every evaluated point of each configuration."""
 
     name = "gp"
     why = "Optuna GP, log expected hypervolume improvement"

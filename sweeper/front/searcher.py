@@ -10,6 +10,13 @@ State lives in storage, so a relaunch resumes: every proposal is appended to
 marker. On start the searcher replays the log into its samplers, re-proposes logged trials that did not
 finish (they resume from their checkpoints) and goes on from there: no trial runs twice.
 
+Steps as a fidelity (``search: {fidelity: ...}``, on by default; ``sweeper.front.promotion``): at each rung
+step a trial goes on only while its newest point is near the front or among the best of the trials that
+reached the rung; the others get the stop marker below (status ``stopped_dominated``, the reason names
+the rung). The budget then counts full-length trials' worth of steps, so what a stopped trial did not
+run buys further configurations; the searcher hands out a proposal only when the steps it could take
+fit (running trials count in full until they finish).
+
 Early stop: when a trial reports an evaluation after ``min_steps`` and every point it has evaluated is
 dominated, by ``margin`` on both objectives, by a point of another configuration on the same model and
 data, the scheduler writes ``<run>/trials/<id>/_STOP`` with the reason. The trial reads it at its next
@@ -28,6 +35,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from sweeper.grid.spec import TrialSpec
+from sweeper.front.promotion import front_depth, promote, rung_steps, steps_used
 from sweeper.front.samplers import make_sampler
 from sweeper.store.records import STOP_MARKER, baseline_id
 from sweeper.front.studies import FrontSearch, Study
@@ -44,9 +52,9 @@ def config_key(spec: TrialSpec) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def trial_points(storage: Storage, run: str, trial_id: str, objectives) -> tuple[str, list[tuple]]:
-    """(status, [(step, x, y), ...]) of a finished trial: every evaluated step for objectives measured
-    during training, else the summary's final point."""
+def trial_points(storage: Storage, run: str, trial_id: str, objectives) -> tuple[str, list[tuple], int]:
+    """(status, [(step, x, y), ...], steps run) of a finished trial: every evaluated step for objectives
+    measured during training, else the summary's final point."""
     base = f"{run}/trials/{trial_id}"
     summary = storage.read_table(f"{base}/summary.parquet").to_pylist()[0]
     x, y = objectives
@@ -55,7 +63,7 @@ def trial_points(storage: Storage, run: str, trial_id: str, objectives) -> tuple
         rows = [(r["step"], r[x], r[y]) for r in storage.read_table(f"{base}/steps.parquet").to_pylist()]
     elif summary.get("status") != "failed":
         rows = [(summary.get("steps") or 0, summary.get(x), summary.get(y))]
-    return summary.get("status"), [r for r in rows if _finite(r[1]) and _finite(r[2])]
+    return summary.get("status"), [r for r in rows if _finite(r[1]) and _finite(r[2])], summary.get("steps") or 0
 
 
 def finished_points(book: "FrontBook", specs: list[TrialSpec], storage: Storage, run: str) -> None:
@@ -70,8 +78,9 @@ class FrontBook:
     """Every evaluated point of every trial in the search, grouped by model and data (the front that the
     report draws), shared by the searcher (which fills it) and the scheduler (which reads it)."""
 
-    def __init__(self, senses, objectives=None):
-        self.objectives = objectives
+    def __init__(self, senses, objectives=None, fidelity: dict | None = None):
+        self.objectives, self.fidelity = objectives, fidelity  # fidelity: the search's rung settings
+        self.senses = tuple(senses)
         self.orient = np.array([1.0 if s == "min" else -1.0 for s in senses])  # both minimised
         self.points: dict[str, list[tuple]] = defaultdict(list)
         self.group: dict[str, tuple] = {}
@@ -85,14 +94,38 @@ class FrontBook:
         if _finite(x) and _finite(y) and all(p[0] != step for p in self.points[trial_id]):
             self.points[trial_id].append((step, float(x), float(y)))
 
+    def others(self, trial_id: str) -> list[tuple]:
+        """(trial, (step, x, y)) of every point of another configuration on the same model and data."""
+        return [(t, p) for t, pts in self.points.items() for p in pts
+                if self.group.get(t) == self.group.get(trial_id) and self.config.get(t) != self.config.get(trial_id)]
+
+    def rung(self, trial_id: str, rung: int, keep: float, margin: float) -> str | None:
+        """Why ``trial_id`` stops at ``rung`` (see ``sweeper.front.promotion.promote``), or None to go on.
+
+        As in ASHA, trials are compared at the same fidelity: each trial of the model and data that has
+        reached the rung is ranked by the front depth of its point at the rung step against the other
+        configurations' points at that step (a trajectory's early points sit near the No-unlearn model, so
+        against later steps every one would look behind)."""
+        def at(t):
+            pts = [p for p in self.points.get(t, []) if p[0] <= rung]
+            return max(pts)[1:] if pts else None
+        peers = [t for t in self.points if self.group.get(t) == self.group.get(trial_id)
+                 and any(p[0] >= rung for p in self.points[t]) and at(t) is not None]
+        if trial_id not in peers:
+            return None
+
+        def depth(t):
+            return front_depth(at(t), [at(u) for u in peers if self.config.get(u) != self.config.get(t)], self.senses)
+        go_on, why = promote(depth(trial_id), [depth(t) for t in peers], keep, margin)
+        return None if go_on else f"stopped at rung {rung} (step {max(self.points[trial_id])[0]}): {why}"
+
     def dominated(self, trial_id: str, margin: float) -> str | None:
         """Why every point of ``trial_id`` is dominated by ``margin`` (on both objectives) by a point of
         another configuration on the same model and data, or None when one of its points is not."""
         own = self.points.get(trial_id)
         if not own:
             return None
-        others = [(t, p) for t, pts in self.points.items() for p in pts
-                  if self.group.get(t) == self.group.get(trial_id) and self.config.get(t) != self.config.get(trial_id)]
+        others = self.others(trial_id)
         if not others:
             return None
         z = np.array([p[1:] for _, p in others]) * self.orient
@@ -118,20 +151,41 @@ class FrontSearcher(Searcher):
         super().__init__(metric=None, mode=None)
         self.search, self.storage, self.run, self.base = search, storage, run, base_config
         s = search.settings
-        self.book = FrontBook(search.senses, s["objectives"])
+        self.book = FrontBook(search.senses, s["objectives"], s.get("fidelity"))
         self.samplers = {st.id: make_sampler(s["sampler"], len(st.ranges), search.senses, s["seed"], s["initial"])
                          for st in search.studies}
         self.studies = {st.id: st for st in search.studies}
         self.log: list[dict] = []               # every proposal: study, index, unit, values, reason, trials
         self.status: dict[str, str] = {}        # finished trial id -> status
+        self.steps_run: dict[str, int] = {}     # finished trial id -> steps it ran (a stopped one: fewer)
         self.queue: list[TrialSpec] = []        # trials to hand to Tune before proposing anything new
         self.running: dict[str, str] = {}       # Tune's trial id -> our trial id
         self._replay()
 
     @property
     def remaining(self) -> int:
-        """Trials still to run (Tune's ``num_samples``)."""
-        return self.search.budget - len(self.status)
+        """Trials still to run at most (Tune's ``num_samples``; the searcher ends the run itself)."""
+        return sum(self._cap(st) * len(st.seeds) for st in self.studies.values()) - len(self.status)
+
+    def _cap(self, study: Study) -> int:
+        """Configurations a study may propose: its budget, or with rungs as many as fit when each is
+        stopped at the first rung (the step budget decides in between)."""
+        if not study.ranges or not self.book.fidelity:
+            return study.configs
+        spec = study.spec({}, study.seeds[0])
+        rungs = rung_steps(self.book.fidelity, spec.steps, spec.eval.get("every"))
+        return study.configs * spec.steps // rungs[0] if rungs else study.configs
+
+    def _fits(self, study: Study) -> bool:
+        """Whether one more configuration (all its seeds, in full) fits the study's budget of steps."""
+        if self._count(study.id) >= self._cap(study):
+            return False
+        if not study.ranges or not self.book.fidelity:
+            return True
+        trials = [t for r in self.log if r["study"] == study.id for t in r["trials"]]
+        full = dict.fromkeys(trials, study.spec({}, study.seeds[0]).steps)
+        used = steps_used({t: self.status.get(t) for t in trials}, self.steps_run, full)
+        return used + len(study.seeds) <= study.configs * len(study.seeds) + 1e-9
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # the space is the studies' own, not Tune's param_space
@@ -169,7 +223,7 @@ class FrontSearcher(Searcher):
     def _propose(self) -> None:
         """Ask the studies in turn (fewest proposals first) for one new configuration."""
         for study in sorted(self.studies.values(), key=lambda st: self._count(st.id)):
-            if self._count(study.id) >= study.configs:
+            if not self._fits(study):
                 continue
             finished, pending = self._history(study.id)
             got = self.samplers[study.id].propose(finished, pending, self._anchor(study)) if study.ranges \
@@ -194,7 +248,7 @@ class FrontSearcher(Searcher):
                 return
 
     def _history(self, study_id: str):
-        """(finished [(unit, seed-mean points)], pending [unit]) of a study's proposals."""
+        """(finished [(unit, seed-mean [(step, x, y)])], pending [unit]) of a study's proposals."""
         finished, pending = [], []
         for rec in self.log:
             if rec["study"] != study_id or not rec["trials"]:
@@ -225,19 +279,18 @@ class FrontSearcher(Searcher):
         for t in trial_ids:
             for step, x, y in self.book.points.get(t, []):
                 by_step[step].append((x, y))
-        return [tuple(np.mean(v, axis=0)) for _, v in sorted(by_step.items())]
+        return [(step, *map(float, np.mean(v, axis=0))) for step, v in sorted(by_step.items())]
 
     def _finished(self, trial_id: str, lost: bool = False) -> None:
         """Record a trial's points (none when ``lost``: a relaunch runs it again) and, once every seed of
         its proposal is in, tell the proposal's sampler."""
-        status, pts = ("lost", []) if lost else trial_points(self.storage, self.run, trial_id,
-                                                             self.search.settings["objectives"])
-        self.status[trial_id] = status
+        status, pts, steps = ("lost", [], 0) if lost else trial_points(self.storage, self.run, trial_id,
+                                                                       self.search.settings["objectives"])
+        self.status[trial_id], self.steps_run[trial_id] = status, steps
         self.book.points[trial_id] = [(s, float(x), float(y)) for s, x, y in pts]
         rec = next((r for r in self.log if trial_id in r["trials"]), None)
-        if rec and all(t in self.status for t in rec["trials"]):
-            finals = [self.book.points[t][-1][1:] for t in rec["trials"] if self.book.points.get(t)]
-            self.samplers[rec["study"]].observe(rec["unit"], np.mean(finals, axis=0) if finals else None)
+        if rec and all(t in self.status for t in rec["trials"]):  # every evaluated point, seed-averaged
+            self.samplers[rec["study"]].observe(rec["unit"], self._seed_mean(rec["trials"]) or None)
 
     def _count(self, study_id: str) -> int:
         return sum(r["study"] == study_id for r in self.log)
@@ -246,7 +299,7 @@ class FrontSearcher(Searcher):
         return {t for r in self.log for t in r["trials"]}
 
     def _done(self) -> bool:
-        return not self.running and all(self._count(s.id) >= s.configs for s in self.studies.values())
+        return not self.running and not any(self._fits(s) for s in self.studies.values())
 
     # ------------------------------------------------------------------ resume
 
@@ -298,15 +351,28 @@ class DominatedStopper(FIFOScheduler):
         self.book, self.storage, self.run = book, storage, run
         self.min_steps, self.margin = min_steps, margin
         self.stopped: set[str] = set()
+        self.rungs_seen: set[tuple] = set()  # (trial, rung) already decided
+
+    def _rung(self, trial_id: str, spec: dict | None, result: dict) -> str | None:
+        """The promotion decision at the newest rung this result passed (a front search's trials only)."""
+        fid, x = self.book.fidelity, (self.book.objectives or (None,))[0]
+        if not fid or not spec or x not in result or "step" not in result:
+            return None
+        due = [r for r in rung_steps(fid, spec["steps"], (spec.get("eval") or {}).get("every"))
+               if r <= result["step"] and (trial_id, r) not in self.rungs_seen]
+        self.rungs_seen.update((trial_id, r) for r in due)
+        return self.book.rung(trial_id, max(due), fid["keep"], fid["margin"]) if due else None
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         trial_id = trial.config.get("trial")
         x, y = (self.book.objectives or (None, None))
         if "step" in result and x in result and y in result:  # the searcher may hear of it after us
             self.book.add(trial_id, result["step"], result[x], result[y])
-        if trial_id in self.stopped or result.get("step", 0) < self.min_steps:
+        if trial_id in self.stopped:
             return TrialScheduler.CONTINUE
-        reason = self.book.dominated(trial_id, self.margin)
+        reason = self._rung(trial_id, trial.config.get("spec"), result)
+        if not reason and result.get("step", 0) >= self.min_steps:
+            reason = self.book.dominated(trial_id, self.margin)
         if reason:
             self.storage.write_bytes(f"{self.run}/trials/{trial_id}/{STOP_MARKER}", reason.encode())
             self.stopped.add(trial_id)

@@ -13,10 +13,14 @@ from dataclasses import dataclass
 
 KINDS = ("grid", "front")
 SAMPLERS = ("gap", "optuna", "gp")
-SEARCH_KEYS = {"kind", "budget", "sampler", "objectives", "early_stop", "seed", "initial"}
+SEARCH_KEYS = {"kind", "budget", "sampler", "objectives", "early_stop", "seed", "initial", "fidelity"}
 EARLY_STOP_KEYS = {"min_steps", "margin"}
+FIDELITY_KEYS = {"rungs", "keep", "margin"}
+#: fidelity: successive halving over the front at the rung steps (sweeper.front.promotion); ``auto`` rungs
+#: are the evaluation steps before the last. Off (None) without early stop, whose stop marker it uses.
 DEFAULT_SEARCH = {"kind": "grid", "budget": 12, "sampler": "gap", "objectives": ["rouge_forget", "rouge_retain"],
-                  "early_stop": {"min_steps": None, "margin": 0.05}, "seed": 0, "initial": 3}
+                  "early_stop": {"min_steps": None, "margin": 0.05}, "seed": 0, "initial": 3,
+                  "fidelity": {"rungs": "auto", "keep": 0.5, "margin": 0.02}}
 
 #: Which way each summary metric is better: the two objectives of a front need a known direction.
 SENSES = {
@@ -84,6 +88,11 @@ def search_settings(doc: dict) -> tuple[dict, list[str]]:
         s["early_stop"] = None  # early stopping is on by default for a front search only
     elif stop_given is None or isinstance(stop_given, dict):  # a copy: the defaults are never modified
         s["early_stop"] = {**DEFAULT_SEARCH["early_stop"], **(stop_given or {})}
+    fid_given = given.get("fidelity")
+    if fid_given is False or s["kind"] == "grid" or s["early_stop"] is None:
+        s["fidelity"] = None  # rungs stop trials through early stop's marker: off with it, and in a grid
+    elif fid_given is None or isinstance(fid_given, dict):
+        s["fidelity"] = {**DEFAULT_SEARCH["fidelity"], **(fid_given or {})}
     if s["kind"] not in KINDS:
         problems.append(f"{f}: search: kind = {s['kind']!r} is not allowed; allowed: {', '.join(KINDS)}")
     if s["sampler"] not in SAMPLERS:
@@ -117,4 +126,20 @@ def search_settings(doc: dict) -> tuple[dict, list[str]]:
                     or stop["margin"] < 0):
                 problems.append(f"{f}: search: early_stop = {given.get('early_stop')!r} needs min_steps a positive "
                                 f"integer and margin a number >= 0")
+    problems += _fidelity_problems(f, s["fidelity"], fid_given)
     return s, problems
+
+
+def _fidelity_problems(f: str, fid, given) -> list[str]:
+    if fid is None:
+        return []
+    if not isinstance(fid, dict) or set(fid) - FIDELITY_KEYS:
+        return [f"{f}: search: fidelity = {given!r} must be false or a mapping with keys "
+                f"{', '.join(sorted(FIDELITY_KEYS))}"]
+    rungs, keep, margin = fid["rungs"], fid["keep"], fid["margin"]
+    ok = rungs == "auto" or (isinstance(rungs, list) and rungs and all(
+        isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in rungs))
+    ok = ok and isinstance(keep, (int, float)) and not isinstance(keep, bool) and 0 < keep <= 1
+    ok = ok and isinstance(margin, (int, float)) and not isinstance(margin, bool) and margin >= 0
+    return [] if ok else [f"{f}: search: fidelity = {given!r} needs rungs 'auto' or a list of positive step "
+                          f"numbers, keep a fraction in (0, 1] and margin a number >= 0"]

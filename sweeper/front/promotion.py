@@ -1,0 +1,80 @@
+"""Steps as a fidelity: successive halving over the front, and the step budget it frees. No Ray.
+
+A front search's trials are evaluated every ``eval.every`` steps. At each *rung* (by default every
+evaluation step before the last) a trial continues only while its newest point could still move the
+front of its model and data; the others are stopped (the stopping variant of ASHA: a stopped trial keeps
+every point it measured, and they count for the front like any other). The freed steps buy new
+configurations, since the budget counts full-length trials' worth of steps, not trials::
+
+    depth = front_depth((0.5, 0.5), [(0.2, 0.9)], ("min", "max"))      # 0.4: beaten by 0.3 and 0.4
+    keep, why = promote(0.3, [0.3, 0.0, -0.1], keep=0.5, margin=0.02)   # False: neither near the front nor
+                                                                         # in the better half at the rung
+
+Instead of one scalar (ASHA's loss), a configuration is ranked by its *front depth*: how far its point is
+behind the current front of every other configuration's points (the most by which a point at least as
+good on both objectives beats it on one; <= 0 on the front). A trial continues when its depth is within
+``margin`` of the front, or when it is in the best ``keep`` fraction of the configurations that have
+reached the rung (ASHA's top 1/eta, over the front).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: Settings of ``search: {fidelity: ...}``; ``rungs: auto`` = every evaluation step before the last.
+DEFAULT_FIDELITY = {"rungs": "auto", "keep": 0.5, "margin": 0.02}
+
+
+def rung_steps(fidelity: dict | None, steps: int, every: int | None) -> list[int]:
+    """The rung steps of a trial of ``steps`` steps evaluated every ``every`` (none when fidelity is off)."""
+    if not fidelity:
+        return []
+    rungs = fidelity["rungs"]
+    if rungs == "auto":
+        rungs = list(range(every, steps, every)) if every else []
+    return sorted({int(r) for r in rungs if 0 < int(r) < steps})
+
+
+def front_depth(point, others, senses) -> float:
+    """How far ``point`` is behind ``others`` (objectives' own units). Behind (> 0): some other point is at
+    least as good on both objectives, and this is the most by which one such point beats it on one of them
+    (so a point at forget 0 whose retain is 0.2 below another forget-0 point is 0.2 behind: forget ROUGE
+    cannot drop below 0, so beating it by a margin on both objectives is impossible there). On the front
+    (<= 0): minus the least by which it sticks out; -inf with no others."""
+    if not len(others):
+        return -math.inf
+    orient = np.array([1.0 if s == "min" else -1.0 for s in senses])
+    z = np.asarray(others, float).reshape(-1, 2) * orient
+    diff = np.asarray(point, float) * orient - z  # > 0 where the other point is better
+    covers = np.all(diff >= 0, axis=1) & np.any(diff > 0, axis=1)
+    if covers.any():
+        return float(np.max(np.max(diff[covers], axis=1)))
+    return float(np.max(np.min(diff, axis=1)))
+
+
+def promote(depth: float, rung_depths, keep: float, margin: float) -> tuple[bool, str]:
+    """(continue?, why) for a trial of ``depth`` at a rung, given the depths of every configuration that
+    reached that rung (its own included): near the front, or in the best ``keep`` fraction of them."""
+    ranked = sorted(rung_depths)
+    slots = max(1, math.ceil(keep * len(ranked)))
+    rank = ranked.index(depth) if depth in ranked else sum(d < depth for d in ranked)
+    if depth <= margin:
+        return True, f"within {margin:g} of the front (depth {depth:.3f})"
+    if rank < slots:
+        return True, f"rank {rank + 1} of {len(ranked)} at the rung (top {slots}), depth {depth:.3f}"
+    return False, (f"its newest point is {depth:.3f} behind the front (more than the margin {margin:g}) and it "
+                   f"ranks {rank + 1} of {len(ranked)} configurations at the rung (only the best {slots} go on)")
+
+
+def steps_used(statuses: dict, runs: dict, full: dict) -> float:
+    """Full-length trials' worth of steps spent: a finished trial by the steps it ran, a running or
+    unfinished one in full (``statuses``: trial -> status or None while it runs; ``runs``: trial -> steps
+    run when finished; ``full``: trial -> its spec's steps)."""
+    used = 0.0
+    for t, status in statuses.items():
+        if status in (None, "lost", "failed") or not full.get(t):  # a failed trial may be retried: in full
+            used += 1.0
+        else:
+            used += min(1.0, max(runs.get(t, 0), 0) / full[t])
+    return used
