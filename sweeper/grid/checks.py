@@ -333,7 +333,7 @@ def validate(doc: dict) -> list[str]:
     problems += _check_model_fits_task(f, doc["models"], doc["data"], bool(doc["eval"].get("retrained_reference")))
     kinds = [d.get("kind", "tofu") for d in doc["data"]]
     problems += [p for i, m in enumerate(doc["models"]) for p in
-                 adapter_problems(f"{f}: models[{i}]", m, kinds, {**MODEL_DEFAULTS, **m}["strategy"])]
+                 adapter_problems(f"{f}: models[{i}]", m, kinds)]
     problems += _check_metrics(f, doc["eval"].get("metrics"), doc["data"])
     problems += _check_methods(f, doc["methods"])
     problems += _check_methods_fit(f, doc["methods"], doc["models"], doc["data"])

@@ -4,10 +4,12 @@ A grid's model entry may carry ``adapter: {kind: lora, r, alpha, dropout, target
 fine-tunes the full model as always (the target, shared and read-only, knows nothing of adapters); a
 trial wraps its freshly loaded target with :func:`apply_adapter`, so the Unlearner's gradient buffer,
 norms, AutoLR and every rule see only the adapter's parameters. Checkpoints and ``eval.keep_best``
-hold only those (:func:`trainable_state_dict`, ``PeftModel.save_pretrained``)::
+hold only those (:func:`trainable_state_dict`, ``PeftModel.save_pretrained``). With ``strategy: fsdp``
+the trial shards the wrapped model (``sweeper.unlearn.fsdp.shard_model``: frozen base and adapter
+sharded together, only the adapter's shards take gradients) and its checkpoints gather only the adapter::
 
     model = apply_adapter(model, {"kind": "lora", "r": 8}, seed=0)
-    problems = adapter_problems("grid.yaml: models[0]", entry, data_kinds=["tofu"], strategy="ddp")
+    problems = adapter_problems("grid.yaml: models[0]", entry, data_kinds=["tofu"])
 """
 from __future__ import annotations
 
@@ -72,7 +74,7 @@ def target_modules_for(model: "torch.nn.Module", adapter: dict):
     return wanted
 
 
-def adapter_problems(where: str, entry: dict, data_kinds: list[str], strategy: str) -> list[str]:
+def adapter_problems(where: str, entry: dict, data_kinds: list[str]) -> list[str]:
     """Problems of one model entry's ``adapter`` (empty when it has none or it is valid), one sentence each."""
     if "adapter" not in entry:
         return []
@@ -108,9 +110,6 @@ def adapter_problems(where: str, entry: dict, data_kinds: list[str], strategy: s
     if "vision" in data_kinds:
         problems.append(f"{where}: adapter: LoRA wraps causal language models (kinds tofu, muse); "
                         f"the vision task's network cannot take an adapter")
-    if strategy == "fsdp":
-        problems.append(f"{where}: adapter is not supported with strategy fsdp yet; use strategy ddp "
-                        f"(a LoRA trial's trainable weights are small enough to replicate)")
     return problems
 
 

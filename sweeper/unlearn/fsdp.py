@@ -34,6 +34,11 @@ Usage (inside a torch.distributed process group)::
 
     model = shard_model(model)                                    # CPU/gloo or one GPU per rank
     model = shard_model(model, param_dtype=torch.bfloat16)        # GPU mixed precision
+    model = shard_model(apply_adapter(model, {"kind": "lora"}))   # LoRA: the base frozen, sharded too
+
+A LoRA model (``sweeper.models.adapters``) is sharded the same way, its peft wrapper left outside FSDP
+(``inner_model``): every block's frozen base weights and adapter weights are sharded together, only
+the adapter's take gradients, and checkpoints (``gather_state``) hold only the adapter, unsharded.
 """
 from __future__ import annotations
 
@@ -101,12 +106,28 @@ def shard_model(model: nn.Module, *, device: torch.device | str | None = None,
     kwargs = dict(mesh=mesh)
     if param_dtype is not None:
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-    for block in (find_blocks(model) if blocks is None else blocks):
+    root = inner_model(model)
+    for block in (find_blocks(root) if blocks is None else blocks):
         fully_shard(block, **kwargs)
-    fully_shard(model, reshard_after_forward=True, **kwargs)
+    fully_shard(root, reshard_after_forward=True, **kwargs)
     ensure_sum_reduction(model)
-    model._is_fsdp_managed_module = True    # transformers' generate: synced_gpus across ranks
+    for m in {id(model): model, id(root): root}.values():
+        m._is_fsdp_managed_module = True    # transformers' generate: synced_gpus across ranks
     return model
+
+
+def inner_model(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (LoRA), else ``model``. FSDP's root must be the module
+    whose forward every call goes through: ``PeftModel.generate`` calls the inner model's ``generate``,
+    which calls the inner model's forward, never the wrapper's, so a sharded wrapper's root parameters
+    (embeddings, final norm) would never be gathered there."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def has_frozen(model: nn.Module) -> bool:
+    """Whether some parameters do not train (an adapter's frozen base): checkpoints then hold only the others."""
+    return any(not p.requires_grad for p in model.parameters())
 
 
 def full_state_dict_options(**kw):
@@ -115,10 +136,16 @@ def full_state_dict_options(**kw):
 
 
 def gather_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Full (unsharded) model and optimizer state dicts on rank 0's CPU ({} elsewhere); a collective."""
+    """Full (unsharded) model and optimizer state dicts on rank 0's CPU ({} elsewhere); a collective.
+    With frozen parameters (a LoRA adapter's base) only the trainable ones: the adapter, as unsharded."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
-    opts = full_state_dict_options(cpu_offload=True)
-    return {"model": get_model_state_dict(model, options=opts),
+    frozen = has_frozen(model)
+    opts = full_state_dict_options(cpu_offload=True, ignore_frozen_params=frozen)
+    state = get_model_state_dict(model, options=opts)
+    if frozen:   # a tied weight (GPT-2's lm_head is its embedding) escapes ignore_frozen_params
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        state = {k: v for k, v in state.items() if k in trainable}
+    return {"model": state,
             "optimizer": get_optimizer_state_dict(model, optimizer, options=opts)}
 
 
@@ -126,6 +153,7 @@ def restore_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dic
     """Inverse of ``gather_state``: rank 0's full state dicts are broadcast and re-sharded; a collective.
     Other ranks may pass the same full dicts or empty ones."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
-    opts = full_state_dict_options(broadcast_from_rank0=True)
+    frozen = has_frozen(model)   # an adapter's checkpoint lacks the frozen base: it stays as loaded
+    opts = full_state_dict_options(broadcast_from_rank0=True, strict=not frozen)
     set_model_state_dict(model, state["model"], options=opts)
     set_optimizer_state_dict(model, optimizer, state["optimizer"], options=opts)
