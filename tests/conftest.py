@@ -37,3 +37,13 @@ def ray_address(tmp_path_factory):
     address, stop = start_head(str(tmp_path_factory.mktemp("ray")), num_cpus=os.cpu_count() or 2, env=env)
     yield address
     stop()
+
+
+@pytest.fixture(scope="session")
+def s3_smoke_sweep(demo_storage, tmp_path_factory):
+    """The smoke grid killed, resumed and relaunched on moto's S3 server (tests/s3_smoke_sweep.py), once per
+    session; the server stays up until the session ends so the tests read the store itself."""
+    from object_store_server import s3_server
+    from s3_smoke_sweep import sweep
+    with s3_server() as s3:
+        yield sweep(s3, demo_storage, tmp_path_factory.mktemp("s3_sweep"))

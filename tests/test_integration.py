@@ -1,7 +1,7 @@
 """End to end on a real Ray (the session's, tests/conftest.py): the smoke grid (8 trials + the No-unlearn
-row), the report, the same trials as Ray Train jobs, the terminal lines and MLflow tracking. (A relaunch
-that reuses the cached target and re-runs no finished trial, after a kill, is in
-tests/test_object_storage_sweep.py.)
+row), the report, the same trials as Ray Train jobs (read from the session's sweep on S3,
+tests/s3_smoke_sweep.py), the terminal lines and MLflow tracking. (A relaunch that reuses the cached
+target and re-runs no finished trial, after a kill, is in tests/test_object_storage_sweep.py.)
 
 Slow (a few minutes on 2 CPUs): ``pytest -m slow``; skipped by ``-m "not slow"``.
 """
@@ -11,7 +11,6 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,32 +63,35 @@ def test_report_writes_front_and_summary(smoke_run):
     assert str(report) in result.stdout  # the launcher says where the report is
 
 
-def test_train_runner_gives_the_auto_runners_results(smoke_run, ray_address):
+def test_train_runner_gives_the_auto_runners_results(smoke_run, s3_smoke_sweep):
     """The default runner (auto: these one-worker trials run inline, inside reused Tune trial processes)
     and --runner train (every trial a Ray Train job) compute the same trials: every step's losses and
-    learning rate and every final metric agree."""
+    learning rate and every final metric agree.
+
+    The Ray Train side is the session's smoke sweep on S3 (tests/s3_smoke_sweep.py: every trial a Ray
+    Train job, ~20 s each on 2 cores, killed and resumed half-way): its NGDiff trials (static and AutoLR:
+    the normalised rule and the learning rate search) have the smoke grid's settings; their ids differ
+    only because that grid loads the test plugin (its GDiff trials are the plugin's ``gdiff_hold``)."""
+    from s3_smoke_sweep import RUN
     storage, _ = smoke_run
-    # Two of the smoke grid's eight trials (NGDiff, static and AutoLR: the normalised rule and the learning
-    # rate search): the same specs, so the same trial ids; every Ray Train job costs ~20 s on 2 cores.
-    ngdiff_only = storage / "smoke_ngdiff.yaml"
-    doc = yaml.safe_load(open(os.path.join(ROOT, "search_spaces", "smoke.yaml")))
-    ngdiff_only.write_text(yaml.safe_dump({**doc, "methods": [{"method": "ngdiff"}]}))
-    result = launch("--grid", str(ngdiff_only), "--storage", str(storage), "--run", "smoke_train", "--runner", "train",
-                    "--no-report", "--address", ray_address)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    auto, train = summaries(storage / "smoke"), summaries(storage / "smoke_train")
+    store = s3_smoke_sweep.store
+    auto = {(r["method"], r["lr_mode"]): r for r in summaries(storage / "smoke").values()}
+    train = [store.read_table(f"{RUN}/trials/{t}/summary.parquet").to_pylist()[0] for t in s3_smoke_sweep.finished()]
+    train = {(r["method"], r["lr_mode"]): r for r in train if r["method"] in ("ngdiff", "no_unlearn")}
     assert len(train) == 3 and set(train) <= set(auto) and all(r["status"] == "ok" for r in train.values())
-    for trial in train:
-        row = auto[trial]
-        if row["method"] == "no_unlearn":
+    for key, row in train.items():
+        ours = auto[key]
+        assert ours["target_hash"] == row["target_hash"]  # the same No-unlearn target
+        if key[0] == "no_unlearn":
             continue
-        for key in ("final_loss_retain", "final_loss_forget", "rouge_forget", "rouge_retain", "final_lr"):
-            assert row[key] == pytest.approx(train[trial][key], rel=1e-5, abs=1e-7), (trial, key)
-        a, b = (pq.read_table(storage / run / "trials" / trial / "steps.parquet").to_pandas()
-                for run in ("smoke", "smoke_train"))
+        for col in ("final_loss_retain", "final_loss_forget", "rouge_forget", "rouge_retain", "final_lr"):
+            assert ours[col] == pytest.approx(row[col], rel=1e-5, abs=1e-7), (key, col)
+        a = pq.read_table(storage / "smoke" / "trials" / ours["trial_id"] / "steps.parquet").to_pandas()
+        b = store.read_table(f"{RUN}/trials/{row['trial_id']}/steps.parquet").to_pandas()
+        assert a["step"].tolist() == b["step"].tolist() == list(range(1, 31))
         for col in ("loss_retain", "loss_forget", "lr"):
-            assert a[col].tolist() == pytest.approx(b[col].tolist(), rel=1e-5), (trial, col)
-        assert not (storage / "smoke" / "train" / trial / "inline_state.pt").exists()  # removed when done
+            assert a[col].tolist() == pytest.approx(b[col].tolist(), rel=1e-5), (key, col)
+        assert not (storage / "smoke" / "train" / ours["trial_id"] / "inline_state.pt").exists()  # removed when done
 
 
 def test_one_line_per_trial_and_final_counts(smoke_run):
