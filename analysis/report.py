@@ -159,10 +159,15 @@ def start_curves(data: RunData, out: Path, workers: int | None = None):
         return lambda: [(t, "" if p else "no trials of this kind in the run", p) for t, p in done]
     # spawn, not fork: the launcher calls this with Ray's threads running, which a forked child must not inherit
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    futures = [(title, pool.submit(_draw, fn, sub, path, kw)) for title, fn, sub, path, kw in jobs]
+    try:
+        futures = [(title, pool.submit(_draw, fn, sub, path, kw)) for title, fn, sub, path, kw in jobs]
+    except BrokenProcessPool:   # the pool broke before the last job was in (see finish): draw them all here
+        futures = []
 
     def finish() -> list[tuple[str, str, list[Path]]]:
         try:
+            if not futures:
+                raise BrokenProcessPool("no job was submitted")
             done = [(t, f.result()) for t, f in futures]
         except BrokenProcessPool:  # a main module spawn cannot re-import (python - < script): draw here
             done = [(title, _draw(fn, sub, path, kw)) for title, fn, sub, path, kw in jobs]

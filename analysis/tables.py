@@ -11,6 +11,7 @@ model x method x metric, a cell reads "ours (paper)".
 """
 from __future__ import annotations
 
+import functools
 import html
 import math
 
@@ -42,13 +43,23 @@ def mean_interval(values) -> tuple[float, float, int]:
     >>> m, h, n = mean_interval([1.0, 2.0, 3.0]); (m, round(h, 3), n)  # h = t(0.975, 2) * 1 / sqrt(3)
     (2.0, 2.484, 3)
     """
-    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
+    try:   # a numeric column as it is; anything else (strings, None) through to_numeric
+        v = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
     v = v[np.isfinite(v)]
     if not len(v):
         return math.nan, math.nan, 0
     if len(v) == 1:
         return float(v[0]), math.nan, 1
-    return float(v.mean()), float(t_half_width(v.std(ddof=1), len(v))), len(v)
+    return float(v.mean()), _t975(len(v)) * float(v.std(ddof=1)) / math.sqrt(len(v)), len(v)
+
+
+@functools.lru_cache(maxsize=None)
+def _t975(n: int) -> float:
+    """t(0.975, n - 1): a table of thousands of cells asks for the same few counts."""
+    from scipy import stats
+    return float(stats.t.ppf(0.975, n - 1))
 
 
 def t_half_width(std, n):
@@ -189,6 +200,7 @@ def _reference_lookup(tables: dict[str, list[str]]):
     """A function (model, dataset, metric, label[, note]) -> (paper value, table) or None."""
     ref = paper_reference()
 
+    @functools.lru_cache(maxsize=None)   # a table of thousands of trials asks the same cells many times
     def lookup(model, dataset, metric, label, note=None):
         family = dataset_family(dataset)
         if family not in tables:
@@ -214,11 +226,12 @@ def paper_table(df: pd.DataFrame, metrics=None, fmt: str = "markdown",
     rows, used_refs, seeds = [], set(), False
     for title, g in _row_groups(df):
         base = g[g["method"] == BASELINE]
+        cells = dict(tuple(g.groupby("column", sort=False)))   # one split, not a scan per cell
         for i, metric in enumerate(metrics):
             col = criteria.columns[metric]
             row = [title if i == 0 else "", f"{metric} {METRICS.get(metric, ('', ''))[1]}".strip()]
             for column in columns:
-                cell = g[g["column"] == column]
+                cell = cells.get(column, g.iloc[:0])
                 if cell.empty:
                     row.append(DASH)
                     continue
