@@ -70,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "which Tune reuses (no per-trial process start-up)")
     p.add_argument("--num-gpus", type=float, default=None,
                    help="GPUs of the local Ray, or of the cluster to plan for with --dry-run (default: detected)")
+    p.add_argument("--gpu-memory-gb", type=float, default=80.0,
+                   help="memory of one GPU for the plan's per-trial memory estimate and packing (default: 80)")
     p.add_argument("--retry-failed", action="store_true", help="run trials recorded as failed again")
     p.add_argument("--track", action="append", default=[], metavar="TRACKER",
                    help="log every trial to an experiment tracker: mlflow (a local store under the run unless "
@@ -193,7 +195,8 @@ def main(argv=None) -> int:
             print("error: " + "\n".join(problems), file=sys.stderr)
             return 2
         conc = args.max_concurrent or concurrency(search.budget_specs() if search else specs, cpus, gpus or 0.0, 0)
-        print_search_plan(search, conc, cpus, gpus, args.runner) if search else print_plan(specs, conc, cpus, gpus, args.runner)
+        print_search_plan(search, conc, cpus, gpus, args.runner, args.gpu_memory_gb) if search \
+            else print_plan(specs, conc, cpus, gpus, args.runner, args.gpu_memory_gb)
         return 0
 
     import ray
@@ -208,7 +211,8 @@ def main(argv=None) -> int:
         return 2
     conc = min(args.max_concurrent or 10**6, concurrency(search.budget_specs() if search else specs, cpus, gpus,
                                                               driver_cpu))
-    print_search_plan(search, conc, cpus, gpus, args.runner) if search else print_plan(specs, conc, cpus, gpus, args.runner)
+    print_search_plan(search, conc, cpus, gpus, args.runner, args.gpu_memory_gb) if search \
+        else print_plan(specs, conc, cpus, gpus, args.runner, args.gpu_memory_gb)
 
     print(f"stage 1: No-unlearn targets under {storage.show('targets')}", flush=True)
     from sweeper.cluster.stage1_tasks import TargetBuilds

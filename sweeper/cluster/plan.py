@@ -13,12 +13,14 @@ for one worker and ``train`` for several, so a grid may mix both.
 GPU packing: ``gpus_per_worker`` may be a fraction below 1 (several workers share a GPU: Ray places at
 most ``floor(1 / g)`` of them on one GPU) or a whole number (each worker holds that many GPUs); Ray
 cannot place a worker on 1.5 GPUs, so such a value is refused, as is a trial that needs more GPUs than
-the cluster has.
+the cluster has. Each GPU model's memory per trial (``sweeper.cluster.memory``, an estimate from its
+shapes) says how many of its trials fit one GPU of ``--gpu-memory-gb`` and warns when the fraction is too small.
 """
 from __future__ import annotations
 
 import math
 
+from sweeper.cluster.memory import memory_lines
 from sweeper.grid.spec import TrialSpec
 from sweeper.models.adapters import adapter_label
 
@@ -97,7 +99,9 @@ def capacity_problems(specs: list[TrialSpec], cpus: float, gpus: float | None, d
 def gpu_packing(specs: list[TrialSpec], gpus: float | None) -> list[str]:
     """Lines saying how each GPU model's trials pack onto the cluster's GPUs."""
     lines = []
-    for s in {(s.model["name"], s.model["workers"]): s for s in specs if s.model["gpus_per_worker"]}.values():
+    # full-weight and LoRA trials of one model pack differently: one line each
+    for s in {(s.model["name"], s.model["workers"], adapter_label(s.model.get("adapter"))): s
+              for s in specs if s.model["gpus_per_worker"]}.values():
         m, g = s.model, s.model["gpus_per_worker"]
         per_gpu = f"{math.floor(1 / g + 1e-9)} workers share a GPU" if g < 1 else f"{g:g} GPU(s) per worker"
         where = (f"{gpu_trials_at_once(s, gpus)} trial(s) at a time on {gpus:g} GPUs" if gpus is not None
@@ -116,7 +120,8 @@ def cluster_line(cpus: float, gpus: float | None, conc: int) -> str:
     return line + f"{conc} trial(s) at a time"
 
 
-def print_plan(specs: list[TrialSpec], conc: int, cpus: float, gpus: float | None, runner: str = "auto") -> None:
+def print_plan(specs: list[TrialSpec], conc: int, cpus: float, gpus: float | None, runner: str = "auto",
+               gpu_gb: float = 80.0) -> None:
     print(f"{len(specs)} trials, {len({s.target_hash for s in specs})} No-unlearn target(s)")
     for s in specs:
         c, g = trial_shape(s)
@@ -125,11 +130,14 @@ def print_plan(specs: list[TrialSpec], conc: int, cpus: float, gpus: float | Non
               f"{runner_for(s, runner)}{lora}")
     for line in gpu_packing(specs, gpus):
         print(line)
+    for line in memory_lines(specs, gpu_gb):   # per GPU model: GB per trial, how many fit, too small a fraction
+        print(line)
     print(cluster_line(cpus, gpus, conc))
     print(device_time_estimate(specs))
 
 
-def print_search_plan(search, conc: int, cpus: float, gpus: float | None, runner: str = "auto") -> None:
+def print_search_plan(search, conc: int, cpus: float, gpus: float | None, runner: str = "auto",
+                      gpu_gb: float = 80.0) -> None:
     """The plan of a front search: its studies, what each searches and the trials its budget buys."""
     st = search.settings
     stop = st["early_stop"]
@@ -147,6 +155,8 @@ def print_search_plan(search, conc: int, cpus: float, gpus: float | None, runner
         print(f"  {study.id:<60} {ranges or 'nothing to search'}: {study.configs} configuration(s) x "
               f"{len(study.seeds)} seed(s); {spec.model['workers']} worker(s), {c:g} CPU, {g:g} GPU, "
               f"{spec.steps} steps, {runner_for(spec, runner)}")
+    for line in memory_lines(search.budget_specs(), gpu_gb):
+        print(line)
     print(cluster_line(cpus, gpus, conc))
     print(device_time_estimate(search.budget_specs()))
 
