@@ -44,42 +44,22 @@ sweeper itself has no ``checkpoint`` and is not compared.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from analysis.load import BASELINE
+from analysis.published_match import COMPARED_METHODS, _params, _split
+from analysis.published_methods import methods_table
 from analysis.tables import DASH, model_label, render
 
 PUBLISHED_TARGETS = Path(__file__).parent / "data" / "published_targets.csv"
-#: Summary rows that can be compared: the No-unlearn target and the retrained (retain-only) reference.
-COMPARED_METHODS = (BASELINE, "retrained_reference")
-#: MUSE data sources (lower case) -> the published split.
-MUSE_SPLITS = {"muse-bench/muse-news": "news", "muse-bench/muse-books": "books"}
 COLUMNS = ["model", "dataset", "checkpoint", "split", "metric", "measured", "published", "source"]
 
 
 def load_published() -> pd.DataFrame:
     """The published values in long format, one row per (checkpoint, split, metric)."""
     return pd.read_csv(PUBLISHED_TARGETS, dtype={"value": float})
-
-
-def _params(text) -> dict:
-    try:
-        params = json.loads(text) if isinstance(text, str) else {}
-    except ValueError:
-        return {}
-    return params if isinstance(params, dict) else {}
-
-
-def _split(data: dict) -> str | None:
-    """The published split a row's data entry corresponds to: a TOFU forget split, "news" / "books",
-    or None (MUSE without a named source: any split of the checkpoint)."""
-    if data.get("kind", "tofu") == "tofu":
-        return data.get("forget_split")
-    return MUSE_SPLITS.get(str(data.get("source", "")).rstrip("/").lower())
 
 
 def published_beside_measured(summaries: pd.DataFrame) -> pd.DataFrame:
@@ -126,7 +106,6 @@ def published_table(summaries: pd.DataFrame, fmt: str = "markdown") -> str:
     """``published_beside_measured`` as a table ("markdown", "html" or "latex"), followed by the published
     method results beside the matching trials (``analysis.published_methods.methods_table``); "" when
     nothing matches."""
-    from analysis.published_methods import methods_table  # it imports this module's helpers
     methods = methods_table(summaries, fmt)
     targets = _targets_table(summaries, fmt)
     return "\n".join(t for t in (targets, methods) if t)

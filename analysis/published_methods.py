@@ -64,7 +64,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.published import COMPARED_METHODS, _params, _split
+from analysis.published_match import COMPARED_METHODS, _params, _split
 from analysis.tables import DASH, model_label, render
 
 PUBLISHED_METHODS = Path(__file__).parent / "data" / "published_methods.csv"
