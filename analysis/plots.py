@@ -30,7 +30,7 @@ from matplotlib.lines import Line2D
 from analysis.front import CONFIG, best_points, evaluation_points, seed_means
 from analysis.load import BASELINE, REFERENCE, RunData
 from analysis.pareto import pareto_front
-from analysis.series import draw_bands, quantiles, summarised
+from analysis.series import draw_bands, pool_learning_rates, quantiles, summarised
 from analysis.tables import label_trials, model_label
 
 MARKERS = {"ngdiff": "D", "lossnorm": "s", "npo": "^", "rlw": "v", "pcgrad": "P", "imtlg": "X",
@@ -47,8 +47,7 @@ PANELS = [
 ]
 #: At most about this many c labels on one GDiff line (a front search proposes many continuous c).
 MAX_C_LABELS = 12
-#: At most this many series on a curve figure: beyond it, trials are summarised per label (median and
-#: 10-90% band) and labels past this many are left out; the figure's title says so (``analysis.series``).
+#: At most this many series on a curve figure, else medians and bands per label (``analysis.series``).
 MAX_SERIES = 20
 CURVES = [("rouge_forget", "ROUGE-L forget"), ("loss_forget", r"$L_F$ forget loss"),
           ("rouge_retain", "ROUGE-L retain"), ("loss_retain", r"$L_R$ retain loss")]
@@ -256,10 +255,12 @@ def _curve_grid(steps: pd.DataFrame, label_col: str, title: str, out_path) -> li
     ``MAX_SERIES`` trials, one median line and 10-90% band per label instead (``analysis.series``)."""
     if steps.empty:
         return []
-    fig = Figure(figsize=(16, 3.8))
+    fig, many = Figure(figsize=(16, 3.8)), steps["trial_dir"].nunique() > MAX_SERIES
     axes = fig.subplots(1, len(CURVES))
+    if many and label_col == "column" and steps[label_col].nunique() > MAX_SERIES:
+        steps = pool_learning_rates(steps, label_col)   # one band per method column across its lrs
     labels = list(dict.fromkeys(steps.sort_values("order", kind="stable")[label_col]))
-    summary = summarised(steps, label_col, labels, MAX_SERIES) if steps["trial_dir"].nunique() > MAX_SERIES else None
+    summary = summarised(steps, label_col, labels, MAX_SERIES, spread=label_col == "lr_label") if many else None
     labels = summary["labels"] if summary else labels
     colors = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
     styles = {lab: ["-", "--", ":", "-."][(i // 10) % 4] for i, lab in enumerate(labels)}
@@ -308,10 +309,8 @@ def _labelled(steps: pd.DataFrame) -> pd.DataFrame:
 def plot_curves(steps: pd.DataFrame, out_path, by: str = "method", method: str | None = None,
                 summaries: pd.DataFrame | None = None) -> list[Path]:
     """Figure 4 (``by="method"``: one line per trial, labelled by method) or Figure 5 (``by="lr"``:
-    one method, default NGDiff, at each static lr and under AutoLR).
-
-    ``steps`` is ``RunData.curves()``, or ``RunData.steps`` together with ``summaries=``.
-    """
+    one method, default NGDiff, at each static lr and under AutoLR). ``steps`` is ``RunData.curves()``,
+    or ``RunData.steps`` together with ``summaries=``."""
     steps = _with_config(steps, summaries)
     if by == "method":
         df = _labelled(steps[~steps["method"].isin([BASELINE, REFERENCE])])
@@ -353,8 +352,8 @@ def plot_norms_lr(steps: pd.DataFrame, out_path, method: str | None = None,
               [("lr", "lr", "-")],
               [("lr_retain", r"lr$\cdot w_R$", "-"), ("lr_forget", r"lr$\cdot w_F$", "--")]]
     labels = list(dict.fromkeys(df.sort_values("order", kind="stable")["lr_label"]))
-    # Two series per label on a panel: above MAX_SERIES // 2 trials, medians and bands per label
-    summary = summarised(df, "lr_label", labels, MAX_SERIES // 2) if df["trial_dir"].nunique() > MAX_SERIES // 2 else None
+    # two series per label on a panel, and legends inside the panels: a quarter of MAX_SERIES labels
+    summary = summarised(df, "lr_label", labels, MAX_SERIES // 4, True) if df["trial_dir"].nunique() > MAX_SERIES // 4 else None
     labels = summary["labels"] if summary else labels
     shown = df[df["lr_label"].isin(labels)]
     for ax, title, cols in zip(axes, titles, series):
@@ -385,7 +384,7 @@ def plot_norms_lr(steps: pd.DataFrame, out_path, method: str | None = None,
         if ax.lines:
             ax.legend(fontsize=7, frameon=False)
     fig.suptitle(f"{df['label'].iloc[0] if len(df) else method}: gradient norms and learning rate"
-                 + (f"\n{summary['note']}" if summary else ""))
+                 + (f"\n{summary['note']}" if summary else ""), fontsize=10 if summary else None)
     fig.tight_layout()
     return _save(fig, out_path)
 

@@ -2,10 +2,12 @@
 
 Above ``analysis.plots.MAX_SERIES`` trials a curve figure draws, per label (a method column, or a
 learning rate), the median of the label's trials at each step and the band of their 10-90% range,
-for at most that many labels in the tables' order; the figure's title says how it was drawn and how
-many labels (and trials) it left out::
+for at most that many labels in the tables' order (Figure 4's method columns with their learning rates
+pooled when there are more columns than that); the figure's title says how it was drawn and how many
+labels (and trials) it left out::
 
     summary = summarised(steps, "column", labels, limit=20)   # {"labels", "names", "note"}
+    steps = pool_learning_rates(steps, "column")   # more method columns than that: lrs pooled per method
     draw_bands(ax, steps, "column", summary["labels"], "loss_forget", colors, styles)
 """
 from __future__ import annotations
@@ -14,17 +16,27 @@ import numpy as np
 import pandas as pd
 
 
-def summarised(steps: pd.DataFrame, label_col: str, labels: list, limit: int) -> dict:
-    """The labels drawn (the first ``limit`` of ``labels``), their legend names with trial counts, and
-    the note for the figure's title."""
+def summarised(steps: pd.DataFrame, label_col: str, labels: list, limit: int, spread: bool = False) -> dict:
+    """The labels drawn (the first ``limit`` of ``labels``, or with ``spread`` that many evenly spread
+    over them: learning rates from the smallest to the largest), their legend names with trial counts,
+    and the note for the figure's title."""
     counts = steps.groupby(label_col, sort=False)["trial_dir"].nunique()
-    shown = labels[:limit]
-    left = labels[limit:]
+    keep = np.unique(np.linspace(0, len(labels) - 1, limit).round().astype(int)) if spread and len(labels) > limit \
+        else range(min(limit, len(labels)))
+    shown = [labels[i] for i in keep]
+    left = [lab for lab in labels if lab not in set(shown)]
     note = (f"{steps['trial_dir'].nunique():,} trials: each line is the median of one label's trials at each step, "
             "the band their 10-90% range")
     if left:
         note += f"; {len(left)} more labels ({int(counts.reindex(left).sum()):,} trials) not drawn: see summary.md"
     return {"labels": shown, "names": {lab: f"{lab} ({counts[lab]:,})" for lab in shown}, "note": note}
+
+
+def pool_learning_rates(steps: pd.DataFrame, label_col: str) -> pd.DataFrame:
+    """``steps`` with the learning rate dropped from each label ("NGDiff η=0.001" -> "NGDiff (all lr)"),
+    so a figure of a sweep over many rates draws one band per method over all of them."""
+    pooled = steps[label_col].astype(str).str.replace(r" η=\S+$", " (all lr)", regex=True)
+    return steps.assign(**{label_col: pooled})
 
 
 def quantiles(d: pd.DataFrame, keys, col: str) -> pd.DataFrame:

@@ -128,9 +128,12 @@ def test_curve_figures_summarise_beyond_max_series(run, tmp_path, monkeypatch):
     original = plots.draw_bands
     monkeypatch.setattr(plots, "draw_bands", lambda ax, st, col, labs, *a: drawn.setdefault(col, labs) and
                         original(ax, st, col, labs, *a))
-    monkeypatch.setattr(plots, "MAX_SERIES", 4)   # 24 trials, 6 method columns (3 methods x 2 lr)
+    monkeypatch.setattr(plots, "MAX_SERIES", 4)   # 24 trials, 6 method columns (3 methods x 2 lr): lrs pooled
     assert plots.plot_curves(curves, tmp_path / "c.png") == [tmp_path / "c.png", tmp_path / "c.svg"]
-    assert len(drawn["column"]) == 4
+    assert len(drawn["column"]) == 3 and all(lab.endswith(" (all lr)") for lab in drawn["column"]), drawn
+    monkeypatch.setattr(plots, "MAX_SERIES", 6)   # 6 columns fit: one band per column, lrs apart
+    drawn.clear()
+    assert plots.plot_curves(curves, tmp_path / "c1.png") and len(drawn["column"]) == 6
     assert plots.plot_norms_lr(curves, tmp_path / "n.png", method="ngdiff")   # 8 trials > 4 // 2: medians
     monkeypatch.setattr(plots, "MAX_SERIES", 100)
     drawn.clear()
