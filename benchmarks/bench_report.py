@@ -177,7 +177,7 @@ def render(source: str, results: list, args) -> str:
             for n, cold, warm, la in results]
     goal = [min(w) for n, _, w, _ in results if n == 10000]
     verdict = ("the 10,000-trial run was not timed" if not goal else
-               f"goal (the report of 10,000 trials in at most 60 s on 2 CPUs): wall {goal[0][0]:.1f} s on this loaded "
+               f"goal (the report of 10,000 trials in at most 60 s on 2 CPUs): wall {goal[0][0]:.1f} s on this shared "
                f"machine, {goal[0][1]:.1f} CPU s (report process + its 2 drawing processes: on 2 idle CPUs the wall "
                f"time would be about this or less, plus file waits): "
                + ("met" if goal[0][0] <= 60 else "met only by the CPU-time estimate, not shown by a wall time here"
