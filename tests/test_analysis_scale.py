@@ -139,3 +139,27 @@ def test_curve_figures_summarise_beyond_max_series(run, tmp_path, monkeypatch):
     drawn.clear()
     assert plots.plot_curves(curves, tmp_path / "c2.png") and not drawn    # few trials: one line each
     assert np.isfinite(curves["loss_forget"]).all()
+
+
+def test_a_run_on_object_storage_loads_in_one_pass_and_compacts_into_the_store(run, monkeypatch):
+    """The same against moto's S3 server (started here, no network), the run named by a query URI."""
+    from object_store_server import s3_server
+    from sweeper.store.storage import Storage
+    with s3_server() as server:
+        server.bucket("scale")
+        store = Storage(server.uri("scale/runs"))
+        store.upload_dir(str(run), "r")
+        url = store.url("r")
+        assert "?" in url
+        monkeypatch.setattr(compact, "COMPACT_AFTER", 10)
+        first = load_run(url)
+        assert {"summary.parquet", "steps.parquet", "answers.parquet", "trials.parquet"} <= set(store.list_files("r/compact"))
+        second = load_run(url)
+        assert second.answer_rows is not None and not second.sample_files
+        local = load_run(run, compact=False)
+        for data in (first, second):
+            assert data.summaries["trial_dir"].tolist() == [t.replace(str(run), url.split("?")[0])
+                                                            for t in local.summaries["trial_dir"]]
+            pd.testing.assert_frame_equal(data.summaries.drop(columns="trial_dir"),
+                                          local.summaries.drop(columns="trial_dir"))
+            pd.testing.assert_frame_equal(data.steps.drop(columns="trial_dir"), local.steps.drop(columns="trial_dir"))
