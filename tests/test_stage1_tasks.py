@@ -48,22 +48,6 @@ def test_grid_order_is_kept_among_ready_targets():
     assert searcher.suggest("last") is Searcher.FINISHED
 
 
-def test_wider_trials_go_first_once_their_target_is_ready():
-    specs = expand_grid("demo")  # 24 one-worker trials, then the sharded one (last in the grid)
-    sharded = next(s for s in specs if s.model["workers"] == 2)
-    assert specs[-1] is sharded
-    builds = FakeBuilds()
-    searcher = ReadyTargetSearcher(specs, builds, {})
-    llama = next(s.target_hash for s in specs if s.model["name"] == "tiny-llama")
-    builds.ready.add(llama)                                   # not the sharded trial's target: grid order
-    assert searcher.suggest("0")["trial"] == next(s.trial_id for s in specs if s.target_hash == llama)
-    builds.ready.add(sharded.target_hash)                     # its target is ready: it goes next
-    assert searcher.suggest("1")["trial"] == sharded.trial_id
-    rest = [searcher.suggest(str(i))["trial"] for i in range(2, len(specs))]
-    assert rest == [s.trial_id for s in specs[:-1] if s.trial_id not in
-                    (sharded.trial_id, next(s.trial_id for s in specs if s.target_hash == llama))]
-
-
 def test_builds_pickle_as_what_they_know():
     """Tune pickles its searcher into the experiment state: the builds go as their known targets only."""
     builds = TargetBuilds.__new__(TargetBuilds)
