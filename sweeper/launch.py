@@ -23,7 +23,7 @@ from sweeper.cluster.plan import (RUNNERS, capacity_problems, concurrency, devic
                           print_search_plan, runner_for, runner_problems, trial_shape)
 from sweeper.front.studies import FrontSearch, load_search
 from sweeper.grid.search_settings import SENSES, search_settings
-from sweeper.store.records import adopt_legacy_ids
+from sweeper.store.records import adopt_legacy_ids, finished_trials
 from sweeper.store.storage import Storage, StorageError
 
 #: A custom resource held by each Tune trial's own process, so that it takes no CPU from its workers
@@ -214,6 +214,13 @@ def main(argv=None) -> int:
     print_search_plan(search, conc, cpus, gpus, args.runner, args.gpu_memory_gb) if search \
         else print_plan(specs, conc, cpus, gpus, args.runner, args.gpu_memory_gb)
 
+    total_trials = len(specs)
+    if not search and not args.retry_failed:  # a relaunch: finished trials are reported, never re-run, so
+        done = finished_trials(storage, run)  # they need neither a target check nor a Tune trial process
+        specs = [s for s in specs if s.trial_id not in done]
+        if len(specs) < total_trials:
+            print(f"{total_trials - len(specs)} of {total_trials} trials finished in an earlier launch: "
+                  f"kept as they are", flush=True)
     print(f"stage 1: No-unlearn targets under {storage.show('targets')}", flush=True)
     from sweeper.cluster.stage1_tasks import TargetBuilds
     builds = TargetBuilds(specs, storage, run)
@@ -222,7 +229,7 @@ def main(argv=None) -> int:
         builds.wait()
         kept = [st for st in search.studies if st.spec({}, st.seeds[0]).target_hash not in builds.failed]
         skipped, search = search.budget - FrontSearch(search.settings, kept).budget, FrontSearch(search.settings, kept)
-    if not search or search.studies:
+    if search and search.studies or not search and specs:
         print(f"stage 2: {search.budget if search else len(specs)} trials"
               + (f" at most (front search, sampler {search.settings['sampler']})" if search else
                  ", each as soon as its target is ready") + f", {conc} at a time", flush=True)

@@ -83,6 +83,21 @@ def test_trial_ids_name_the_dataset_when_a_grid_has_several(tmp_path):
     assert adopted[0].config_hash == old.config_hash
 
 
+def test_finished_trials_are_read_from_one_listing(tmp_path):
+    """What a relaunch leaves out of Tune: trials with their _SUCCESS marker, not those with Parquet only
+    (an interrupted trial writes its curve before it ends)."""
+    from sweeper.store.records import finished_trials
+    from sweeper.store.storage import Storage
+
+    storage = Storage(str(tmp_path))
+    assert finished_trials(storage, "smoke") == set()                       # nothing ran yet
+    storage.write_bytes("smoke/trials/a/summary.parquet", b"x")
+    storage.write_bytes("smoke/trials/a/_SUCCESS", b"")
+    storage.write_bytes("smoke/trials/b/steps.parquet", b"x")               # interrupted: runs again
+    storage.write_bytes("other/trials/c/_SUCCESS", b"")                     # another run
+    assert finished_trials(storage, "smoke") == {"a"}
+
+
 def test_trial_spec_round_trips():
     spec = expand(load_grid(SMOKE))[0]
     again = TrialSpec.from_dict(spec.to_dict())

@@ -71,6 +71,14 @@ def write_trial(storage: Storage, run: str, trial_id: str, steps: list[dict], su
         storage.write_bytes(f"{base}/_SUCCESS", b"")
 
 
+def finished_trials(storage: Storage, run: str) -> set[str]:
+    """Ids of the run's trials that have their ``_SUCCESS`` marker: one listing of ``<run>/trials``, not a
+    request per trial (a relaunch of a large sweep on object storage)."""
+    if not storage.exists(f"{run}/trials"):
+        return set()
+    return {p.split("/")[0] for p in storage.list_files(f"{run}/trials") if p.endswith("/_SUCCESS")}
+
+
 def one_line(e: BaseException) -> str:
     """An exception as one line: its message's first line (the project's errors are sentences), with the
     exception's type for anything else."""
