@@ -126,7 +126,8 @@ def print_plan(specs: list[TrialSpec], conc: int, cpus: float, gpus: float | Non
     for s in specs:
         c, g = trial_shape(s)
         lora = f", {adapter_label(s.model['adapter'])}" if s.model.get("adapter") else ""
-        print(f"  {s.trial_id:<70} {s.model['workers']} worker(s), {c:g} CPU, {g:g} GPU, {s.steps} steps, "
+        shard = f" {s.model['strategy'].upper()}" if s.model["workers"] > 1 else ""  # as the report's tables say it
+        print(f"  {s.trial_id:<70} {s.model['workers']} worker(s){shard}, {c:g} CPU, {g:g} GPU, {s.steps} steps, "
               f"{runner_for(s, runner)}{lora}")
     for line in gpu_packing(specs, gpus):
         print(line)
