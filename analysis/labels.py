@@ -83,7 +83,9 @@ def label_trials(df: pd.DataFrame) -> pd.DataFrame:
     get = lambda col: df[col] if col in df else pd.Series([None] * len(df), index=df.index)  # noqa: E731
     # A sharded trial is told apart from its one-worker twin by its workers and strategy ("NGDiff ×2 DDP").
     sharding = [sharding_label(w, p) for w, p in zip(get("workers"), get("params_json"))]
-    lora = [adapter_label(p) for p in get("params_json")]   # "+LoRA r8": a LoRA trial beside its full-weight twin
+    # "+LoRA r8": a LoRA trial beside its full-weight twin; never the No-unlearn row, whose target is the
+    # full model even when the grid's first model entry (whose params the row records) carries an adapter.
+    lora = [adapter_label(p) if m != BASELINE else "" for p, m in zip(get("params_json"), get("method"))]
     labels = [method_label(m, c, f) + a + sh
               for m, c, f, a, sh in zip(get("method"), get("c"), get("forget_loss"), lora, sharding)]
     auto = (get("lr_mode") == "autolr") & (get("method") != BASELINE)

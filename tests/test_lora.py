@@ -125,6 +125,8 @@ def test_adapter_enters_the_config_hash_not_the_target_hash(tmp_path, capsys):
     rows = pd.DataFrame([{"method": "ngdiff", "lr_mode": "static", "lr": 1e-3, "workers": 1,
                           "params_json": json.dumps(s.to_dict())} for s in (plain[0], lora[0])])
     assert label_trials(rows)["label"].tolist() == ["NGDiff", "NGDiff+LoRA r8"]
+    baseline = rows.assign(method="no_unlearn")   # the target row of a LoRA-only grid: a full model
+    assert label_trials(baseline)["label"].tolist() == ["No-unlearn", "No-unlearn"]
 
 
 def test_lora_trial_checkpoints_and_keeps_only_the_adapter(tmp_path):
