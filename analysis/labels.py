@@ -84,7 +84,7 @@ def label_trials(df: pd.DataFrame) -> pd.DataFrame:
     # A sharded trial is told apart from its one-worker twin by its workers and strategy ("NGDiff ×2 DDP").
     sharding = [sharding_label(w, p) for w, p in zip(get("workers"), get("params_json"))]
     # "+LoRA r8": a LoRA trial beside its full-weight twin; never the No-unlearn row, whose target is the
-    # full model even when the grid's first model entry (whose params the row records) carries an adapter.
+    # full model (its params hold no adapter since 2026-12-05; rows written before took the first entry's).
     lora = [adapter_label(p) if m != BASELINE else "" for p, m in zip(get("params_json"), get("method"))]
     labels = [method_label(m, c, f) + a + sh
               for m, c, f, a, sh in zip(get("method"), get("c"), get("forget_loss"), lora, sharding)]

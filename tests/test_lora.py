@@ -130,8 +130,9 @@ def test_adapter_enters_the_config_hash_not_the_target_hash(tmp_path, capsys):
 
 
 def test_lora_trial_checkpoints_and_keeps_only_the_adapter(tmp_path):
+    from sweeper.cluster.stage1 import target_and_baseline
+    from sweeper.store.records import baseline_id
     from sweeper.store.storage import Storage
-    from sweeper.unlearn.targets import ensure_target
     from sweeper.unlearn.worker import unlearn_trial
 
     doc = grid(name="tiny-gpt2", adapter={"kind": "lora", "r": 4})
@@ -144,7 +145,9 @@ def test_lora_trial_checkpoints_and_keeps_only_the_adapter(tmp_path):
     (tmp_path / "g.yaml").write_text(yaml.safe_dump(doc))
     spec = expand_grid(str(tmp_path / "g.yaml"))[0]
     storage = Storage(str(tmp_path / "runs"))
-    ensure_target(spec.model, spec.data, spec.target, storage, log=lambda _: None)
+    target_and_baseline(spec, storage, log=lambda _: None)   # the target and its No-unlearn row
+    baseline = storage.read_table(f"{spec.run}/trials/{baseline_id(spec)}/summary.parquet").to_pylist()[0]
+    assert "adapter" not in json.loads(baseline["params_json"])["model"]   # the target is the full model
     folder = f"targets/{spec.target_hash}"
     target_files = {p: storage.read_bytes(f"{folder}/{p}") for p in storage.list_files(folder)}
 

@@ -50,7 +50,9 @@ def _baseline_row(spec: TrialSpec, storage: Storage, variant: str, log=print) ->
         + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float)))
     # The published checkpoint this row measured (None when stage 1 fine-tuned it): the report puts
     # the checkpoint's published values beside this row (analysis.published).
-    model_params = {**spec.model, "checkpoint": published_source(spec.model, spec.data, variant)}
+    # The model entry without its adapter: the target is the full model, shared by LoRA and full-weight trials.
+    model_params = {**{k: v for k, v in spec.model.items() if k != "adapter"},
+                    "checkpoint": published_source(spec.model, spec.data, variant)}
     row = dict(run=spec.run, trial_id=trial_id, config_hash=key, code_version=code_version(),
                seed=spec.target["seed"], model=spec.model["name"], dataset=spec.data["name"], method=method,
                steps=0, workers=1, target_hash=key, status="ok", wall_s=0.0,
