@@ -346,3 +346,18 @@ def test_tables_tell_a_sharded_trial_from_its_one_worker_twin():
     cols = [c.strip() for c in header.split("|")]
     assert cols.index("NGDiff (AutoLR)") < cols.index("NGDiff ×2 DDP (AutoLR)") < cols.index("NGDiff ×4 FSDP (AutoLR)")
     assert sharding_label(1) == "" and sharding_label(None) == "" and sharding_label(3) == " ×3 DDP"
+
+
+def test_t_interval_half_width_uses_the_t_quantile_of_scipy_stats():
+    """The 95 % t half-width takes scipy.special.stdtrit (a lighter import): the same quantile as
+    scipy.stats.t.ppf(0.975, n - 1), NaN below two seeds."""
+    from scipy import stats
+
+    from analysis.tables import mean_interval, t_half_width
+    n = np.array([1, 2, 3, 5, 30])
+    h = t_half_width(np.ones(5), n)
+    assert np.isnan(h[0])
+    assert np.allclose(h[1:], stats.t.ppf(0.975, n[1:] - 1) / np.sqrt(n[1:]))
+    m, half, k = mean_interval([1.0, 2.0, 4.0])
+    assert (m, k) == (pytest.approx(7 / 3), 3)
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * np.std([1, 2, 4], ddof=1) / math.sqrt(3))
