@@ -11,7 +11,7 @@ moto's server named by a query-parameter URI (``s3://bucket/runs?endpoint_overri
 What the tests check is recorded on the way (``S3SmokeSweep``); the server stays up for the session, so
 they read the store itself. Two files use it: tests/test_object_storage_sweep.py (kill, resume, relaunch,
 report and cache on S3) and tests/test_integration.py (its NGDiff trials, Ray Train jobs, against the
-inline runner's): eight Ray Train jobs run once, not twice.
+inline runner's): four Ray Train jobs run once, not twice.
 """
 from __future__ import annotations
 
@@ -54,10 +54,15 @@ class S3SmokeSweep:
 
 
 def smoke_grid(tmp_path: Path) -> Path:
-    """search_spaces/smoke.yaml with its GDiff trials as ``gdiff_hold`` (the same rule, held on request)."""
+    """search_spaces/smoke.yaml's settings with NGDiff first and GDiff c = 0.5 as ``gdiff_hold`` (the same
+    rule, held on request): 4 trials, static and AutoLR each. The two NGDiff trials run first; once one has
+    finished the hold is set, so the first GDiff trial (started fresh) is the one held half-way. Four Ray
+    Train jobs check what the smoke grid's eight did (a finished, a held and a fresh trial, both NGDiff
+    trials for the runner-equivalence test) at half the suite's time."""
     grid = yaml.safe_load((ROOT / "search_spaces" / "smoke.yaml").read_text())
     grid.update(name=RUN, plugins=["faulty_methods"])
-    grid["methods"] = [{**m, "method": "gdiff_hold"} if m["method"] == "gdiff" else m for m in grid["methods"]]
+    assert {"method": "ngdiff"} in grid["methods"] and any(m["method"] == "gdiff" for m in grid["methods"])
+    grid["methods"] = [{"method": "ngdiff"}, {"method": "gdiff_hold", "c": 0.5}]
     path = tmp_path / f"{RUN}.yaml"
     path.write_text(yaml.safe_dump(grid))
     return path
