@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from sweeper.front.promotion import front_depth, promote, rung_steps, steps_used
@@ -95,19 +96,26 @@ def test_steps_a_stopped_trial_did_not_run_buy_more_configurations(tmp_path):
 
 def test_the_gap_sampler_steps_away_from_a_neighbour_its_front_configuration_dominates():
     """Configuration 1 (c 0.5) reaches (0.2, 0.9) and dominates configuration 2 (c 0.3, (0.4, 0.7));
-    configuration 3 (c 0.9) is on the front at (0.8, 1.0). The first proposal fills the 1-3 gap, the
-    second steps from configuration 1 away from 2 (half their distance), the same for the same seed."""
+    configuration 3 (c 0.9) is on the front at (0.8, 1.0). The first proposal fills the 1-3 gap; the first
+    improving move after the Gaussian-process one (tests/test_front_moves.py) steps from configuration 1
+    away from 2 (half their distance), the same for the same seed."""
     finished = [([0.5, 0.5], [(10, 0.3, 0.95), (20, 0.2, 0.9)]), ([0.3, 0.5], [(10, 0.4, 0.7)]),
                 ([0.9, 0.1], [(10, 0.8, 1.0)])]
     runs = []
     for _ in range(2):
         s = GapSampler(dims=2, senses=SENSES, seed=3, initial=0)
-        runs.append([s.propose(finished, []), s.propose(finished, [[0.7, 0.3]])])
+        taken = [u for u, _ in finished] + [[0.7, 0.3]]
+        runs.append([s.propose(finished, []), _listed(s._improvements(finished, [np.asarray(u) for u in taken])[0])])
     (fill, fill_why), (step, step_why) = runs[0]
     assert fill == [pytest.approx(0.7), pytest.approx(0.3)] and "largest front gap" in fill_why
     assert step == [pytest.approx(0.6), pytest.approx(0.5)]
     assert "away from configuration 2, which configuration 1 dominates" in step_why
     assert runs[0] == runs[1]  # deterministic per search seed
+
+
+def _listed(move):
+    u, why = move
+    return [float(x) for x in u], why
 
 
 def test_optuna_sees_every_evaluated_point_of_a_configuration():

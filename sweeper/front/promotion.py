@@ -9,12 +9,15 @@ configurations, since the budget counts full-length trials' worth of steps, not 
     depth = front_depth((0.5, 0.5), [(0.2, 0.9)], ("min", "max"))      # 0.4: beaten by 0.3 and 0.4
     keep, why = promote(0.3, [0.3, 0.0, -0.1], keep=0.5, margin=0.02)   # False: neither near the front nor
                                                                          # in the better half at the rung
+    front_depth((0.0, 0.0), [], ("min", "max"), ref=(1.0, 0.0))         # inf: retain 0 adds no hypervolume
 
 Instead of one scalar (ASHA's loss), a configuration is ranked by its *front depth*: how far its point is
 behind the current front of every other configuration's points (the most by which a point at least as
 good on both objectives beats it on one; <= 0 on the front). A trial continues when its depth is within
 ``margin`` of the front, or when it is in the best ``keep`` fraction of the configurations that have
-reached the rung (ASHA's top 1/eta, over the front).
+reached the rung (ASHA's top 1/eta, over the front). A point that adds no hypervolume against the
+reference (for ROUGE: forget 1, retain 0; a collapsed model's forget 0 with retain 0 is one) is never on
+the front: such a trial stops at its first rung, since it would otherwise count as the front's forget-0 end.
 """
 from __future__ import annotations
 
@@ -36,12 +39,35 @@ def rung_steps(fidelity: dict | None, steps: int, every: int | None) -> list[int
     return sorted({int(r) for r in rungs if 0 < int(r) < steps})
 
 
-def front_depth(point, others, senses) -> float:
+def adds_nothing(point, ref, senses) -> bool:
+    """Whether ``point`` adds no hypervolume against the reference ``ref`` (None: no reference): it is not
+    strictly better than ``ref`` on both objectives (a forget-0 point whose retain ROUGE is 0 is such one)."""
+    if ref is None:
+        return False
+    orient = np.array([1.0 if s == "min" else -1.0 for s in senses])
+    return not bool(np.all(np.asarray(point, float) * orient < np.asarray(ref, float) * orient))
+
+
+def reference(objectives) -> tuple | None:
+    """The hypervolume reference of a search's objectives when both are bounded in [0, 1] (the report's:
+    the worst end of each, so ROUGE's is (1, 0)), else None (the report then takes the worst value reached,
+    which the search cannot know in advance)."""
+    from analysis.front import BOUNDED
+    from sweeper.grid.search_settings import SENSES
+    if not objectives or not set(objectives) <= BOUNDED:
+        return None
+    return tuple(1.0 if SENSES[o] == "min" else 0.0 for o in objectives)
+
+
+def front_depth(point, others, senses, ref=None) -> float:
     """How far ``point`` is behind ``others`` (objectives' own units). Behind (> 0): some other point is at
     least as good on both objectives, and this is the most by which one such point beats it on one of them
     (so a point at forget 0 whose retain is 0.2 below another forget-0 point is 0.2 behind: forget ROUGE
     cannot drop below 0, so beating it by a margin on both objectives is impossible there). On the front
-    (<= 0): minus the least by which it sticks out; -inf with no others."""
+    (<= 0): minus the least by which it sticks out; -inf with no others. +inf when it adds no hypervolume
+    against ``ref`` (``adds_nothing``): being on the front there is worth nothing."""
+    if adds_nothing(point, ref, senses):
+        return math.inf
     if not len(others):
         return -math.inf
     orient = np.array([1.0 if s == "min" else -1.0 for s in senses])
@@ -59,6 +85,8 @@ def promote(depth: float, rung_depths, keep: float, margin: float) -> tuple[bool
     ranked = sorted(rung_depths)
     slots = max(1, math.ceil(keep * len(ranked)))
     rank = ranked.index(depth) if depth in ranked else sum(d < depth for d in ranked)
+    if depth == math.inf:  # such a trial is stopped even when it is the first at the rung
+        return False, "its newest point adds no hypervolume (not better than the reference on both objectives)"
     if depth <= margin:
         return True, f"within {margin:g} of the front (depth {depth:.3f})"
     if rank < slots:

@@ -14,8 +14,13 @@ configurations still running::
   rectangle of the current front, in objectives scaled to the points' spread. When the learning rate is
   searched, the study's No-unlearn point joins the front as its ``lr -> 0`` end (``anchor``): every method
   starts there, so the gap between it and the front's nearest configuration is filled by that
-  configuration at a lower learning rate (half way down its unit coordinate).
-* *improve* (where the front is weakest by dominance): when a configuration on the front dominates a
+  configuration at a lower learning rate (half way down its unit coordinate; within 0.2 of the range's
+  lower end, at that end; already there, 0.2 along the end on each other coordinate, the way that makes
+  the first evaluated points lighter first).
+* *improve*: first where a Gaussian process over the unit cube expects the largest improvement of a
+  configuration's own hypervolume (its points' area against the objectives' reference: one configuration
+  that reaches forget 0 at high retain carries most of a front's hypervolume; Optuna's ``GPSampler``,
+  skipped without Optuna); then, where the front is weakest by dominance: when a configuration on the front dominates a
   neighbouring configuration (every point of the neighbour is beaten by one of its points), a step from
   it away from the dominated one (half their distance); else a local step (a coordinate at a time, 0.1
   of the unit cube, halved on each return) around the configuration whose points add the most
@@ -30,10 +35,14 @@ its trial, and every earlier evaluated point is added as a completed trial with 
 """
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 #: Two configurations closer than this (max-norm in the unit cube) count as the same point.
 SAME_POINT = 0.02
+#: The gap sampler's Gaussian-process move needs Optuna (the ``[search]`` extra); without it, it is skipped.
+HAS_OPTUNA = importlib.util.find_spec("optuna") is not None
 
 
 class GapSampler:
@@ -44,9 +53,9 @@ class GapSampler:
     #: The first local step around a configuration (unit cube); halved each time it is stepped around again.
     STEP = 0.1
 
-    def __init__(self, dims: int, senses, seed: int = 0, initial: int = 3):
+    def __init__(self, dims: int, senses, seed: int = 0, initial: int = 3, ref=None):
         from scipy.stats import qmc
-        self.senses, self.dims = senses, dims
+        self.senses, self.dims, self.seed, self.ref = senses, dims, seed, ref
         self.start = qmc.LatinHypercube(d=dims, seed=seed).random(initial) if dims else np.zeros((0, 0))
         self.explore = qmc.Sobol(d=dims, seed=seed + 1).random(64) if dims else np.zeros((0, 0))
         self.proposed = 0
@@ -62,7 +71,7 @@ class GapSampler:
             return None
         fills = [(u, f"largest front gap ({area:.3g} of the scaled objective square) {why}")
                  for area, u, why in self._gaps(finished, anchor)]
-        moves = self._improvements(finished, taken)
+        moves = self._modelled(finished, pending) + self._improvements(finished, taken)
         # Alternate: fill on even proposals after the start, improve on odd ones; either falls back on the other.
         order = (moves + fills) if (self.proposed - len(self.start)) % 2 else (fills + moves)
         for u, why in order:
@@ -114,15 +123,61 @@ class GapSampler:
             area = float((z[b, 0] - z[a, 0]) * (z[a, 1] - z[b, 1]))
             if owner[a] == owner[b] or area <= 0:
                 continue
-            if -1 in (owner[a], owner[b]):  # the No-unlearn end: the neighbour at half its lr coordinate
+            if -1 in (owner[a], owner[b]):  # the No-unlearn end: the neighbour, lighter (see _lighter)
                 k = max(owner[a], owner[b])
-                u = units[k].copy()
-                u[anchor[1]] /= 2
-                gaps.append((area, u, f"between the No-unlearn model and configuration {k + 1} (a lower lr)"))
+                gaps += [(area, u, f"between the No-unlearn model and configuration {k + 1} ({how})")
+                         for u, how in self._lighter(units, k, anchor[1], z, owner)]
             else:
                 gaps.append((area, (units[owner[a]] + units[owner[b]]) / 2,
                              f"between configurations {owner[a] + 1} and {owner[b] + 1}"))
         return sorted(gaps, key=lambda g: -g[0])
+
+    def _lighter(self, units, k, lr, z, owner):
+        """[(unit, how)]: configuration ``k`` made lighter, towards the No-unlearn end. Its lr coordinate
+        halved; near the range's lower end (within 2 steps), at that end; already there, a move along the
+        end: each other coordinate 2 steps either way, the lighter way first. Halving alone would spend
+        proposal after proposal on ever closer learning rates of one configuration (NPO on tiny Llama,
+        benchmarks/RESULTS.md, issue 22), while the front there runs along the other coordinates."""
+        u = units[k].copy()
+        if u[lr] > 2 * self.STEP:
+            u[lr] /= 2
+            return [(u, "a lower lr")]
+        if u[lr] >= SAME_POINT:
+            u[lr] = 0.0
+            return [(u, "the lowest lr of the range")]
+        moves = []
+        for d in range(self.dims):
+            if d == lr:
+                continue
+            for sign in sorted((1, -1), key=lambda g: -g * _lightness_slope(units, z, owner, d)):
+                v = units[k].copy()
+                v[d] = min(1.0, max(0.0, v[d] + sign * 2 * self.STEP))
+                if abs(v[d] - units[k][d]) >= self.STEP:  # not against the range's end
+                    moves.append((v, f"at the lowest lr, coordinate {d + 1} moved {sign * 2 * self.STEP:+.2g}"))
+        return moves
+
+    def _modelled(self, finished, pending):
+        """[(unit, why)]: where a Gaussian process over the unit cube expects the largest improvement of a
+        configuration's own hypervolume (its points' area against the objectives' reference, else against
+        the scaled square's worst corner: a single configuration that reaches forget 0 at high retain carries
+        most of a front's hypervolume; Optuna's ``GPSampler``, log expected improvement). Running
+        configurations are told the worst value seen, so the next proposal goes elsewhere. Needs
+        ``initial`` + 1 finished configurations (and at least 3)."""
+        scaled = self._scaled(finished)
+        if scaled is None or len(finished) < max(3, len(self.start) + 1) or not HAS_OPTUNA:
+            return []
+        from analysis.pareto import hypervolume_2d
+        if self.ref is not None:  # the objectives' own reference: what the report's hypervolume measures
+            own = [hypervolume_2d(np.array([tuple(p)[-2:] for p in pts], float).reshape(-1, 2), self.ref, self.senses)
+                   if len(pts) else 0.0 for _, pts in finished]
+        else:  # else the scaled square's worst corner
+            z, owner, _ = scaled
+            own = [hypervolume_2d(z[owner == k], (1.0, 1.0)) if np.any(owner == k) else 0.0
+                   for k in range(len(finished))]
+        u = gp_maximum([u for u, _ in finished], own, pending, self.dims, self.seed + self.proposed)
+        best = int(np.argmax(own))
+        return [(u, f"Gaussian-process expected improvement of a configuration's own hypervolume (best so far: "
+                    f"configuration {best + 1}, {own[best]:.3g})")]
 
     def _improvements(self, finished, taken):
         """[(unit, why)]: steps away from dominated neighbours of the front's configurations, then local
@@ -160,6 +215,41 @@ class GapSampler:
                     moves.append((u, f"local step ({r:.3g} on coordinate {d + 1}) around configuration {k + 1}, "
                                      f"which adds most hypervolume to the front ({gain[k]:.3g} scaled)"))
         return moves
+
+
+def gp_maximum(units, values, pending, dims: int, seed: int) -> np.ndarray:
+    """The unit-cube point where Optuna's ``GPSampler`` (Matern-5/2 GP, log expected improvement) would try
+    next to maximise ``values`` observed at ``units``; ``pending`` points are told the lowest value."""
+    import warnings
+
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    space = {f"u{i}": optuna.distributions.FloatDistribution(0.0, 1.0) for i in range(dims)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GPSampler is "experimental" in Optuna's terms
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.GPSampler(seed=seed,
+                                                                                              n_startup_trials=0))
+        told = list(zip(units, values)) + [(u, min(values)) for u in pending]
+        for u, v in told:
+            study.add_trial(optuna.trial.create_trial(params={f"u{i}": float(x) for i, x in enumerate(u)},
+                                                      distributions=space, values=[float(v)]))
+        trial = study.ask(space)
+    return np.array([trial.params[f"u{i}"] for i in range(dims)])
+
+
+def _lightness_slope(units, z, owner, d) -> float:
+    """How the configurations' first evaluated points get lighter (forget and retain up: the No-unlearn
+    end) as coordinate ``d`` grows: the covariance of the coordinate with (scaled forget - scaled retain
+    loss) over the configurations (0 with fewer than two). Steps are compared at the first evaluation,
+    which every trial reaches."""
+    first = {}
+    for i, o in enumerate(owner):
+        if o >= 0 and o not in first:
+            first[int(o)] = z[i, 0] - z[i, 1]
+    if len(first) < 2:
+        return 0.0
+    ks = sorted(first)
+    return float(np.cov([units[k][d] for k in ks], [first[k] for k in ks])[0, 1])
 
 
 def _exclusive_area(z, owner, front, k) -> float:
@@ -248,9 +338,11 @@ class GPSampler(OptunaSampler):
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=initial)
 
 
-def make_sampler(name: str, dims: int, senses, seed: int = 0, initial: int = 3):
-    return {"gap": GapSampler, "optuna": OptunaSampler, "gp": GPSampler}[name](dims, senses, seed=seed,
-                                                                            initial=initial)
+def make_sampler(name: str, dims: int, senses, seed: int = 0, initial: int = 3, ref=None):
+    """``ref``: the objectives' hypervolume reference, when known (``sweeper.front.promotion.reference``)."""
+    if name == "gap":
+        return GapSampler(dims, senses, seed=seed, initial=initial, ref=ref)
+    return {"optuna": OptunaSampler, "gp": GPSampler}[name](dims, senses, seed=seed, initial=initial)
 
 
 def _near(u, others) -> bool:

@@ -35,7 +35,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from sweeper.grid.spec import TrialSpec
-from sweeper.front.promotion import front_depth, promote, rung_steps, steps_used
+from sweeper.front.promotion import adds_nothing, front_depth, promote, reference, rung_steps, steps_used
 from sweeper.front.samplers import make_sampler
 from sweeper.store.records import STOP_MARKER, baseline_id
 from sweeper.front.studies import FrontSearch, Study
@@ -85,6 +85,7 @@ class FrontBook:
         self.points: dict[str, list[tuple]] = defaultdict(list)
         self.group: dict[str, tuple] = {}
         self.config: dict[str, str] = {}
+        self.ref = reference(objectives)
 
     def register(self, spec: TrialSpec) -> None:
         self.group[spec.trial_id] = (spec.model["name"], spec.data["name"])
@@ -115,16 +116,22 @@ class FrontBook:
             return None
 
         def depth(t):
-            return front_depth(at(t), [at(u) for u in peers if self.config.get(u) != self.config.get(t)], self.senses)
+            return front_depth(at(t), [at(u) for u in peers if self.config.get(u) != self.config.get(t)], self.senses,
+                               self.ref)
         go_on, why = promote(depth(trial_id), [depth(t) for t in peers], keep, margin)
         return None if go_on else f"stopped at rung {rung} (step {max(self.points[trial_id])[0]}): {why}"
 
     def dominated(self, trial_id: str, margin: float) -> str | None:
         """Why every point of ``trial_id`` is dominated by ``margin`` (on both objectives) by a point of
-        another configuration on the same model and data, or None when one of its points is not."""
+        another configuration on the same model and data, or adds no hypervolume against the reference
+        (``sweeper.front.promotion.adds_nothing``), or None when one of its points is neither."""
         own = self.points.get(trial_id)
         if not own:
             return None
+        if all(adds_nothing(p[1:], self.ref, self.senses) for p in own):
+            step, x, y = own[-1]
+            return (f"no evaluated point adds hypervolume: step {step} ({x:.3f}, {y:.3f}) is not better than the "
+                    f"reference {self.ref} on both objectives")
         others = self.others(trial_id)
         if not others:
             return None
@@ -152,8 +159,8 @@ class FrontSearcher(Searcher):
         self.search, self.storage, self.run, self.base = search, storage, run, base_config
         s = search.settings
         self.book = FrontBook(search.senses, s["objectives"], s.get("fidelity"))
-        self.samplers = {st.id: make_sampler(s["sampler"], len(st.ranges), search.senses, s["seed"], s["initial"])
-                         for st in search.studies}
+        self.samplers = {st.id: make_sampler(s["sampler"], len(st.ranges), search.senses, s["seed"], s["initial"],
+                                             self.book.ref) for st in search.studies}
         self.studies = {st.id: st for st in search.studies}
         self.log: list[dict] = []               # every proposal: study, index, unit, values, reason, trials
         self.status: dict[str, str] = {}        # finished trial id -> status
