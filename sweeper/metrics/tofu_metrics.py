@@ -20,9 +20,8 @@ mean per-token probability; TOFU's ``exp(-avg_loss)``).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import statistics
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
