@@ -101,6 +101,19 @@ def test_rouge_l_stemmer_and_empty():
         rouge.rouge_l(["a"], [])
 
 
+def test_rouge_import_leaves_out_nltk_extras_and_restores_them():
+    """In a fresh process: scoring ROUGE (stemmed, as TOFU does) imports neither scikit-learn nor
+    scipy.stats, and both import normally afterwards."""
+    import subprocess
+    import sys
+    code = ("import sys; from sweeper.metrics import rouge; "
+            "r = rouge.rouge_l(['cats running'], ['cat run'], use_stemmer=True)[0]['recall']; "
+            "hidden = [m for m in rouge.NLTK_EXTRAS_UNUSED if m in sys.modules]; "
+            "import scipy.stats, sklearn; print(r, hidden, scipy.stats.norm.cdf(0.0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1.0", "[]", "0.5"]
+
+
 def test_exact_match():
     assert rouge.exact_match("  Paris,\n France ", "paris, france")
     assert not rouge.exact_match("Paris France", "paris, france")
