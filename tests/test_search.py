@@ -75,9 +75,10 @@ def test_methods_without_ranges_run_their_one_configuration(tmp_path):
 
 def test_grid_trials_keep_their_ids():
     spec = expand_grid("demo")[0]
-    # Pinned: a grid trial's hash changes only when its settings do (since 2026-12-05 the demo's 10 authors
-    # and a gate check every 5 epochs; 6927f0d6 before), never with the code that computes it.
-    assert spec.search == {} and spec.trial_id == "tiny-gpt2_gdiff-c0.9_static_lr0.001_s0_e0c19032"
+    # Pinned: a grid trial's hash changes only when its settings do (since 2026-12-05 the twins' fine-tune at
+    # batch 8 and lr 1.5e-3; e0c19032 with batch 16 and lr 3e-3; 6927f0d6 before 10 authors and a gate
+    # check every 5 epochs), never with the code that computes it.
+    assert spec.search == {} and spec.trial_id == "tiny-gpt2_gdiff-c0.9_static_lr0.001_s0_6717689a"
     assert TrialSpec.from_dict({k: v for k, v in spec.to_dict().items() if k != "search"}).config_hash == spec.config_hash
 
 

@@ -186,9 +186,12 @@ def mia_auc(forget_scores, holdout_scores) -> float:
     h = np.asarray(holdout_scores, dtype=np.float64).ravel()
     if f.size == 0 or h.size == 0:
         raise ValueError("need at least one forget and one holdout score")
-    from scipy import stats  # here, not at the top: scipy.stats costs every trial process 0.4 s of imports
-    ranks = stats.rankdata(np.concatenate([f, h]))  # average ranks: ties count one half
-    u_holdout = ranks[f.size :].sum() - h.size * (h.size + 1) / 2.0
+    # U counted on the sorted forget scores: for each holdout score, the forget scores below it count 1
+    # and those equal to it one half (the U of average ranks). O(n log n), and no scipy.stats import,
+    # which would cost every evaluating trial process 0.6 s.
+    f = np.sort(f)
+    below, not_above = np.searchsorted(f, h, side="left"), np.searchsorted(f, h, side="right")
+    u_holdout = below.sum() + 0.5 * (not_above - below).sum()
     return float(u_holdout / (f.size * h.size))
 
 
