@@ -22,7 +22,8 @@ from collections import Counter
 
 from sweeper.grid.load import GridError, TrialSpec, expand_grid, load_grid, resolve_grid_path
 from sweeper.cluster.plan import (RUNNERS, capacity_problems, concurrency, device_time_estimate, print_plan,  # noqa: F401
-                          print_search_plan, runner_for, runner_problems, trial_shape)
+                          print_search_plan, runner_for, runner_problems, trial_shape,
+                          inline_in_task)
 from sweeper.front.studies import FrontSearch, load_search
 from sweeper.grid.search_settings import SENSES, search_settings
 from sweeper.store.records import adopt_legacy_ids, finished_trials
@@ -89,14 +90,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 def trial_process_resources(specs: list[TrialSpec], runner: str, has_slot: bool):
     """(Tune resources of each trial's own process, CPUs it takes beyond its workers' for the arithmetic).
 
-    An inline trial's own process is its one worker: it holds the worker's CPUs (and GPUs). A Ray Train
-    trial's own process only drives its workers: it holds a trial-slot resource (or, on a cluster started
-    without it, 1 CPU, which the concurrency arithmetic then counts)."""
+    An inline trial's own process is its one worker: it holds the worker's CPUs (and GPUs), unless the
+    trial runs in a Ray task (``inline_in_task``), which holds them. A Ray Train trial's own process only
+    drives its workers: it holds a trial-slot resource (or, on a cluster started without it, 1 CPU,
+    which the concurrency arithmetic then counts)."""
     from ray.tune import PlacementGroupFactory
     driver = {TRIAL_SLOT: 1} if has_slot else {"CPU": 1}
 
     def shape(s: TrialSpec) -> dict:
-        if runner_for(s, runner) == "inline":
+        if runner_for(s, runner) == "inline" and not inline_in_task(s, has_slot):
             gpu = s.model["gpus_per_worker"]
             return {"CPU": s.model["cpus_per_worker"], **({"GPU": gpu} if gpu else {})}
         return driver
@@ -113,10 +115,11 @@ def trial_process_resources(specs: list[TrialSpec], runner: str, has_slot: bool)
 def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, trial_resources,
                retry_failed: bool = False, runner: str = "auto", verbose: bool = False, callbacks=(),
                search: FrontSearch | None = None, early_stop: dict | None = None,
-               objectives=("rouge_forget", "rouge_retain"), builds=None):
+               objectives=("rouge_forget", "rouge_retain"), builds=None, trial_slots: bool = False):
     """Run the trials under Ray Tune: every spec of a grid, each once ``builds`` (stage 1's tasks) has its
     target ready, or what a front search proposes (``search``; ``specs`` are then its planning specs). ``early_stop`` ({min_steps, margin}) adds the scheduler that
-    stops trials dominated on ``objectives``."""
+    stops trials dominated on ``objectives``. ``trial_slots``: the cluster has the trial-slot resource
+    (``plan.inline_in_task``)."""
     from ray import tune
 
     from sweeper.front.searcher import DominatedStopper, FrontBook, FrontSearcher, finished_points
@@ -127,7 +130,7 @@ def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, tr
     inline = any(runner_for(s, runner) == "inline" for s in specs)
     if not verbose:  # TrialLines prints one line per trial; the new output engine would print a table too
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    base = {"storage": storage.uri, "retry_failed": retry_failed, "runner": runner}
+    base = {"storage": storage.uri, "retry_failed": retry_failed, "runner": runner, "trial_slots": trial_slots}
     if search:
         searcher = FrontSearcher(search, storage, run, base)
         book, total = searcher.book, searcher.search.budget
@@ -208,7 +211,8 @@ def main(argv=None) -> int:
     start_ray(args.address, args.num_cpus, args.verbose, args.num_gpus)
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
-    trial_resources, driver_cpu = trial_process_resources(specs, args.runner, bool(total.get(TRIAL_SLOT)))
+    trial_slots = bool(total.get(TRIAL_SLOT))
+    trial_resources, driver_cpu = trial_process_resources(specs, args.runner, trial_slots)
     problems = capacity_problems(specs, cpus, gpus, driver_cpu)
     if problems:
         print("error: " + "\n".join(problems), file=sys.stderr)
@@ -241,7 +245,7 @@ def main(argv=None) -> int:
         callbacks = tracker_callbacks(trackers, storage.url(run), run, specs={s.trial_id: s.to_dict() for s in specs})
         run_trials(specs, storage, run, conc, trial_resources, retry_failed=args.retry_failed, runner=args.runner,
                    verbose=args.verbose, callbacks=callbacks, search=search, early_stop=settings["early_stop"],
-                   objectives=settings["objectives"], builds=builds)
+                   objectives=settings["objectives"], builds=builds, trial_slots=trial_slots)
     failed_targets = builds.wait()
     with ray_stopping_in_background():  # loading and reporting the run need no Ray
         if not search:

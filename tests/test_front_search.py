@@ -20,10 +20,16 @@ BASE = str(ROOT / "search_spaces" / "demo" / "base.yaml")
 pytestmark = pytest.mark.slow
 
 
+#: The smoke grid's fine-tune recipe, not the demo's faster one: these tests share the session's smoke target
+#: (tests/conftest.py), and their settings (c, lr, margins) were chosen on it.
+SMOKE_TARGET = yaml.safe_load((ROOT / "search_spaces" / "smoke.yaml").read_text())["target"]
+
+
 def grid(tmp_path: Path, name: str, **over) -> Path:
-    """The demo task on tiny GPT-2, 20 unlearning steps evaluated every 10, on 10 questions."""
+    """The demo task on tiny GPT-2 (the smoke target), 20 unlearning steps evaluated every 10, on 10 questions."""
     doc = {"name": name, "include": [BASE], "models": [{"name": "tiny-gpt2", "workers": 1, "cpus_per_worker": 1}],
-           "unlearn": {"steps": 20}, "eval": {"max_questions": 10, "every": 10}, "lr_modes": ["static"]}
+           "target": SMOKE_TARGET, "unlearn": {"steps": 20}, "eval": {"max_questions": 10, "every": 10},
+           "lr_modes": ["static"]}
     doc.update(over)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -35,6 +35,18 @@ def runner_for(spec: TrialSpec, runner: str = "auto") -> str:
     return runner
 
 
+def inline_in_task(spec: TrialSpec, trial_slots: bool) -> bool:
+    """Whether an inline trial runs in a Ray task (its Tune trial process, holding only a trial slot, relays
+    its reports) rather than in its Tune trial process itself.
+
+    A task lands in one of Ray's reused worker processes, which already hold torch, transformers and the
+    model code, often from the stage-1 task that built the trial's target; a Tune trial process starts
+    cold (~5 s on 2 CPUs). Not for GPU trials (Ray starts a fresh process for every GPU task, since
+    CUDA binds a process to its first device), nor on a cluster without the trial-slot resource (the
+    relaying process would take a CPU of its own)."""
+    return trial_slots and not spec.model["gpus_per_worker"]
+
+
 def runner_problems(specs: list[TrialSpec], runner: str) -> list[str]:
     """The inline runner holds one worker in the trial's own process: every model must have workers = 1."""
     if runner != "inline":

@@ -19,6 +19,7 @@ import threading
 
 from ray.tune.search import Searcher
 
+from sweeper.cluster.tune_actors import trial_process_env
 from sweeper.grid.spec import TrialSpec
 from sweeper.store.storage import Storage
 
@@ -36,7 +37,10 @@ class TargetBuilds:
         self._lines = Queue(actor_options={"num_cpus": 0})
         self._firsts = {s.target_hash: s for s in specs}
         self._storage, self._run, self._poll_s = storage, run, poll_s
-        task = ray.remote(num_cpus=1)(_build_target)
+        # Tune's runtime environment for its trial processes: a task inherits its submitter's, and Ray keeps
+        # one pool of worker processes per runtime environment, so with it the trial processes' inline
+        # tasks reuse these warm workers (torch, transformers, the model code imported) instead of new ones.
+        task = ray.remote(num_cpus=1, runtime_env={"env_vars": trial_process_env()})(_build_target)
         self._pending = {task.options(num_gpus=s.model["gpus_per_worker"] and 1).remote(
             s.to_dict(), storage.uri, self._log_rel(key), self._lines): key for key, s in self._firsts.items()}
         self._thread = threading.Thread(target=self._watch, name="stage1-watch", daemon=True)

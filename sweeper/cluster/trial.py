@@ -4,28 +4,38 @@
 workers; each worker runs ``train_worker``, which runs ``unlearn_trial``: it loads the cached No-unlearn
 target, runs ``sweeper.unlearn.loop.Unlearner`` step by step (collectives over torch.distributed, gloo on CPU and
 nccl on GPU), reports progress and checkpoints through a session, and rank 0 writes the trial's Parquet.
-With the ``inline`` runner (``auto``'s choice for one worker) a trial runs ``unlearn_trial`` in the Tune
-trial process itself (``run_inline``). ``unlearn_trial`` knows no Ray: the sessions (``TrainSession``, ``InlineSession``) do.
+With the ``inline`` runner (``auto``'s choice for one worker) a trial runs ``unlearn_trial`` without a Train
+job (``run_inline``): in a Ray task whose reports the Tune trial process relays (``run_inline_task``; a
+reused Ray worker, warm from earlier trials or the stage-1 task that built the target), or, for a GPU
+trial or on a cluster without the trial-slot resource, in the Tune trial process itself
+(``plan.inline_in_task`` decides). ``unlearn_trial`` knows no Ray: the sessions (``TrainSession``,
+``InlineSession``) do.
 A trial whose ``_SUCCESS`` marker exists is not run again: its summary is reported as is.
 """
 from __future__ import annotations
 
 import io
 import os
+import queue
 import tempfile
+import threading
 import traceback
+from functools import cache
 
-import torch
-
-from sweeper.cluster.plan import runner_for
+from sweeper.cluster.plan import inline_in_task, runner_for
 from sweeper.store.records import WORKER_CAUSE, capture_failure, summary_row, trial_dir, write_trial
 from sweeper.store.storage import Storage
 from sweeper.grid.spec import TrialSpec
-from sweeper.unlearn.worker import unlearn_trial
+
+# torch and the trial body (transformers, the metrics) are imported where a trial runs, not at the top: a
+# Tune trial process that only drives a Train job or relays an inline task's reports needs neither (~2 s).
 
 def train_worker(config: dict) -> None:
     """The Ray Train worker: set up the device, then run the trial with Ray Train's report and checkpoints."""
     import ray.train
+    import torch
+
+    from sweeper.unlearn.worker import unlearn_trial
 
     device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
     spec, storage = TrialSpec.from_dict(config["spec"]), Storage(config["storage"])
@@ -33,9 +43,15 @@ def train_worker(config: dict) -> None:
         unlearn_trial(spec, storage, TrainSession(), device)
     except Exception as e:
         if ray.train.get_context().get_world_rank() == 0:
-            cause = capture_failure(e, storage, f"{trial_dir(spec)}/error.log")
-            storage.write_bytes(f"{trial_dir(spec)}/{WORKER_CAUSE}", cause.encode())
+            record_worker_failure(e, spec, storage)
         raise
+
+
+def record_worker_failure(e: BaseException, spec: TrialSpec, storage: Storage) -> None:
+    """The traceback in the trial's ``error.log`` and the one-line cause beside it, written in the Ray worker
+    where it happened: the launcher then reports the worker's own cause, not Ray's wrapper around it."""
+    cause = capture_failure(e, storage, f"{trial_dir(spec)}/error.log")
+    storage.write_bytes(f"{trial_dir(spec)}/{WORKER_CAUSE}", cause.encode())
 
 
 def ray_node_id() -> str | None:
@@ -59,6 +75,7 @@ class TrainSession:
 
     def restore(self) -> dict | None:
         import ray.train
+        import torch
         checkpoint = ray.train.get_checkpoint()
         if not checkpoint:
             return None
@@ -67,6 +84,7 @@ class TrainSession:
 
     def report(self, metrics: dict, state: dict | None) -> None:
         import ray.train
+        import torch
         if state is None:
             ray.train.report(metrics)
             return
@@ -76,27 +94,30 @@ class TrainSession:
 
 
 class InlineSession:
-    """Progress to Tune and checkpoints in storage, for a one-worker trial run inside the Tune trial process.
+    """Progress to ``progress`` (default ``ray.tune.report``: the Tune trial process) and checkpoints in
+    storage, for a one-worker trial run without a Train job.
 
     The checkpoint is ``<run>/train/<trial_id>/inline_state.pt`` (written atomically, replaced at every
     evaluation step), so a relaunched sweep or a restarted trial process resumes from it.
     """
 
-    def __init__(self, storage: Storage, spec: TrialSpec):
+    def __init__(self, storage: Storage, spec: TrialSpec, progress=None):
         self.storage, self.path = storage, f"{spec.run}/train/{spec.trial_id}/inline_state.pt"
-        self.node_id = ray_node_id()
+        self.node_id, self.progress = ray_node_id(), progress
 
     def restore(self) -> dict | None:
+        import torch
         if not self.storage.exists(self.path):
             return None
         return torch.load(io.BytesIO(self.storage.read_bytes(self.path)), weights_only=False)
 
     def report(self, metrics: dict, state: dict | None) -> None:
         import ray.tune
+        import torch
         buf = io.BytesIO()
         torch.save(state, buf)
         self.storage.write_bytes(self.path, buf.getvalue())
-        ray.tune.report(metrics)
+        (self.progress or ray.tune.report)(metrics)
 
 
 def _status(storage: Storage, base: str) -> str:
@@ -117,7 +138,9 @@ def run_trial(config: dict, specs: dict | None = None) -> None:
     storage = Storage(config["storage"])
     base = trial_dir(spec)
     if not storage.exists(f"{base}/_SUCCESS") or (config.get("retry_failed") and _status(storage, base) == "failed"):
-        run = run_inline if runner_for(spec, config.get("runner", "train")) == "inline" else run_train_job
+        run = run_train_job
+        if runner_for(spec, config.get("runner", "train")) == "inline":
+            run = run_inline_task if inline_in_task(spec, config.get("trial_slots", False)) else run_inline
         storage.delete(f"{base}/{WORKER_CAUSE}")
         storage.delete(f"{base}/_STOP")  # an old verdict: the scheduler decides again from this run's results
         try:
@@ -157,14 +180,18 @@ def run_train_job(spec: TrialSpec, storage: Storage) -> None:
             callbacks=[TuneReportCallback()])).fit()
 
 
-def run_inline(spec: TrialSpec, storage: Storage) -> None:
-    """The trial in this (Tune trial) process: no Train controller, no worker process, imports paid once
-    per reused process. One worker only. An exception is retried ``spec.max_failures`` times, each time
-    from the last checkpoint; a dead process is restarted by Tune (``FailureConfig``) and resumes too."""
+def run_inline(spec: TrialSpec, storage: Storage, progress=None) -> None:
+    """The trial in this process (the Tune trial process, or a Ray task's worker): no Train controller, no
+    worker process, imports paid once per reused process. One worker only. An exception is retried
+    ``spec.max_failures`` times, each time from the last checkpoint; ``progress`` gets each report's
+    metrics (default ``ray.tune.report``)."""
+    import torch
+
+    from sweeper.unlearn.worker import unlearn_trial
     if spec.model["workers"] != 1:
         raise ValueError(f"runner 'inline' runs one worker, but model {spec.model['name']!r} has "
                          f"workers = {spec.model['workers']}")
-    session = InlineSession(storage, spec)
+    session = InlineSession(storage, spec, progress)
     device = torch.device("cuda") if spec.model["gpus_per_worker"] and torch.cuda.is_available() else torch.device("cpu")
     for attempt in range(spec.max_failures + 1):
         try:
@@ -175,3 +202,62 @@ def run_inline(spec: TrialSpec, storage: Storage) -> None:
                 raise
             traceback.print_exc()
     storage.delete(session.path)
+
+
+def inline_task(spec_dict: dict, uri: str):
+    """The Ray task of ``run_inline_task``, a generator: a thread runs ``run_inline`` while this yields
+    each of its reports' metrics; a failure is recorded as the worker's own and raised."""
+    spec, storage = TrialSpec.from_dict(spec_dict), Storage(uri)
+    reports: queue.Queue = queue.Queue()
+    end = object()
+
+    def work() -> None:
+        try:
+            run_inline(spec, storage, reports.put)
+            reports.put(end)
+        except BaseException as e:  # noqa: BLE001 -- handed to the generator, which raises it
+            reports.put(e)
+
+    threading.Thread(target=work, name=f"trial-{spec.trial_id}", daemon=True).start()
+    while (item := reports.get()) is not end:
+        if isinstance(item, BaseException):
+            record_worker_failure(item, spec, storage)
+            raise item
+        yield item
+
+
+@cache
+def _remote_inline_task():
+    import ray
+    # max_retries=0: run_inline_task decides what a lost worker costs (one of the trial's max_failures).
+    return ray.remote(max_retries=0)(inline_task)
+
+
+def run_inline_task(spec: TrialSpec, storage: Storage) -> None:
+    """The inline trial in a Ray task on the trial's CPUs (``plan.inline_in_task``); this process relays
+    its reports to Tune. The trial's own exceptions are retried inside the task (``run_inline``); a task
+    whose process or node is lost is started again, up to ``spec.max_failures`` times, and resumes from
+    the trial's checkpoint."""
+    import ray
+    import ray.tune
+
+    # "DEFAULT": outside this trial's placement group (Tune's, which holds only the trial slot), which would
+    # otherwise capture the task and never fit its CPUs.
+    task = _remote_inline_task().options(num_cpus=spec.model["cpus_per_worker"], num_returns="streaming",
+                                         scheduling_strategy="DEFAULT")
+    for attempt in range(spec.max_failures + 1):
+        reports, finished = task.remote(spec.to_dict(), storage.uri), False
+        try:
+            for ref in reports:
+                ray.tune.report(ray.get(ref))
+            finished = True
+            return
+        except ray.exceptions.RayTaskError:
+            raise  # the trial's own exception, already retried inside the task
+        except ray.exceptions.RayError:
+            if attempt == spec.max_failures:
+                raise
+            traceback.print_exc()
+        finally:
+            if not finished:  # this process is being stopped or the task failed: never leave it running
+                ray.cancel(reports)

@@ -39,3 +39,21 @@ def keep_starting_actors() -> bool:
     maybe_reuse_cached_actor._keeps_starting_actors = True
     TuneController._maybe_reuse_cached_actor = maybe_reuse_cached_actor
     return True
+
+
+def trial_process_env() -> dict[str, str]:
+    """The environment variables Ray Tune gives every trial process (the ``runtime_env`` of its actor
+    class), for the launcher's own tasks to carry too.
+
+    Why: Ray keeps one pool of worker processes per runtime environment, and a task inherits the runtime
+    environment of the process that submits it. A trial process's tasks (an inline trial,
+    ``sweeper.cluster.trial.run_inline_task``) would otherwise never land in the workers of the
+    launcher's stage-1 tasks, which already hold torch, transformers and the model code, but in new
+    ones that import everything again (~5 s each on 2 CPUs). Empty when Tune's internals differ
+    (another Ray version): then only the warm start is lost."""
+    import os
+    try:
+        from ray.tune.execution.class_cache import DEFAULT_ENV_VARS, ENV_VARS_TO_PROPAGATE
+    except ImportError:
+        return {}
+    return {**DEFAULT_ENV_VARS, **{k: os.environ[k] for k in ENV_VARS_TO_PROPAGATE if k in os.environ}}

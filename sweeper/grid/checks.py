@@ -24,6 +24,7 @@ from sweeper.grid.method_entries import PRESETS, _check_methods_fit, _method_var
 from sweeper.unlearn.optimizers import OPTIMIZERS
 from sweeper.grid.search_settings import CURVE_OBJECTIVES, search_settings
 from sweeper.models.adapters import adapter_problems
+from sweeper.grid.spec import MODEL_DEFAULTS  # noqa: F401  (re-exported: the grid's key sets and defaults live here)
 
 TOP_KEYS = {"name", "include", "parts", "plugins", "seeds", "data", "models", "target", "methods", "lr_modes",
             "unlearn", "eval", "max_failures", "description", "search"}
@@ -47,9 +48,6 @@ DEFAULTS = {
     "lr_modes": ["static"],
     "max_failures": 1,
 }
-MODEL_DEFAULTS = {"workers": 1, "strategy": "ddp", "cpus_per_worker": 1, "gpus_per_worker": 0,
-                  "dtype": "float32", "trust_remote_code": False, "template": "auto", "checkpoint": None,
-                  "tokenizer": None, "retrained_reference": None}
 #: Model keys naming a published checkpoint (a hub id or folder) instead of something to fine-tune.
 SOURCE_KEYS = ("checkpoint", "tokenizer", "retrained_reference")
 #: The most authors the built-in generator can invent (unique first/last name pairs).

@@ -1,7 +1,7 @@
 """A trial as plain data (``TrialSpec``), the grid's error type, and the content hash of a target.
 
 The lowest module of the grid side: everything that reads, plans or runs trials imports its names from
-here, and it imports nothing of the sweeper's but the defaults of ``sweeper.grid.checks``::
+here, and it imports nothing of the sweeper's::
 
     spec = TrialSpec.from_dict(d)        # travels to Ray workers as a dict
     spec.trial_id, spec.config_hash, spec.target_hash
@@ -14,7 +14,12 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-from sweeper.grid.checks import MODEL_DEFAULTS
+#: A grid's model entry, completed (``sweeper.grid.checks`` validates the keys). Here, not beside the other
+#: defaults in checks: a trial spec needs it, and a process that only reads specs (a Tune trial process
+#: driving its workers) should not import validation's torch-heavy modules.
+MODEL_DEFAULTS = {"workers": 1, "strategy": "ddp", "cpus_per_worker": 1, "gpus_per_worker": 0,
+                  "dtype": "float32", "trust_remote_code": False, "template": "auto", "checkpoint": None,
+                  "tokenizer": None, "retrained_reference": None}
 
 
 class GridError(ValueError):
