@@ -63,3 +63,19 @@ def test_the_tune_internals_the_rule_reads_exist_in_the_installed_ray():
         assert name in source, name
     from ray.air.execution._internal.actor_manager import RayActorManager
     assert hasattr(RayActorManager, "is_actor_started")
+
+
+def test_trial_process_env_is_the_one_tune_gives_its_trial_processes(monkeypatch):
+    """The stage-1 tasks carry exactly Tune's trial-process runtime env (and so share a worker pool with
+    the trial processes' inline tasks), including a propagated variable that is set."""
+    from ray.tune.execution.class_cache import _ActorClassCache
+
+    from sweeper.cluster.tune_actors import trial_process_env
+
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+
+    class Trainable:
+        pass
+
+    tune_env = _ActorClassCache().get(Trainable)._default_options["runtime_env"]["env_vars"]
+    assert trial_process_env() == tune_env and tune_env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.1"

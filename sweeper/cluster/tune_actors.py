@@ -1,7 +1,9 @@
-"""Keep Ray Tune's trial processes when trials are shorter than a process start (``reuse_actors=True``).
+"""Where the sweeper leans on Ray Tune's trial processes: keep them when trials are shorter than a process
+start (``reuse_actors=True``), and give the launcher's own tasks their runtime environment.
 
-    from sweeper.cluster.tune_actors import keep_starting_actors
+    from sweeper.cluster.tune_actors import keep_starting_actors, trial_process_env
     keep_starting_actors()   # before tune.Tuner(...).fit(); idempotent
+    ray.remote(runtime_env={"env_vars": trial_process_env()})(build_target)   # see trial_process_env
 
 Why: with actor reuse, a pending trial whose own trial process is already placed and starting takes a
 cached process the moment one frees, and Tune kills the starting one (its design: a process still
