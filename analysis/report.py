@@ -16,6 +16,7 @@ final hypervolume) and ``search_cost_trace.csv`` (the hypervolume after each tri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing
@@ -139,6 +140,24 @@ def _draw(fn: str, steps: pd.DataFrame, path: Path, kwargs: dict) -> list[Path]:
     return getattr(plots, fn)(steps, path, **kwargs)
 
 
+@contextlib.contextmanager
+def _no_main_for_children():
+    """While drawing processes start: a spawned child imports its parent's ``__main__`` first, which under
+    ``python -m sweeper.launch`` is the whole launcher with torch (~1.4 s per child, on the report's
+    critical path), though it runs only this module's ``_draw``. Hiding the main module's name and path
+    for that moment makes the children skip it; both are restored."""
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+        if "__spec__" not in saved:
+            del main.__spec__
+
+
 def start_curves(data: RunData, out: Path, workers: int | None = None):
     """Start drawing the curve figures (four per model), in ``workers`` processes beside this one when
     the machine has cores to spare: drawing is most of a report's time, and the figures are independent.
@@ -160,7 +179,8 @@ def start_curves(data: RunData, out: Path, workers: int | None = None):
     # spawn, not fork: the launcher calls this with Ray's threads running, which a forked child must not inherit
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        futures = [(title, pool.submit(_draw, fn, sub, path, kw)) for title, fn, sub, path, kw in jobs]
+        with _no_main_for_children():  # the processes start here, at the first submits
+            futures = [(title, pool.submit(_draw, fn, sub, path, kw)) for title, fn, sub, path, kw in jobs]
     except BrokenProcessPool:   # the pool broke before the last job was in (see finish): draw them all here
         futures = []
 
