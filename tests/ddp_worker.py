@@ -105,8 +105,27 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         comm = TorchDistComm()
         assert (comm.rank, comm.world_size) == (rank, world_size)
         results = {name: run_case(name, data, comm) for name in CASES}
+        results["stop"] = stop_verdicts(comm, out_dir)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.barrier()
     finally:
         dist.destroy_process_group()
 
+
+
+def stop_verdicts(comm, out_dir: str) -> list:
+    """``stop_requested`` on every rank before and after rank 0's storage holds a stop marker (a front
+    search's verdict): every rank must see the same answer at the same step."""
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from sweeper.store.records import STOP_MARKER
+    from sweeper.store.storage import Storage
+    from sweeper.unlearn.worker import stop_requested
+    storage, spec = Storage(out_dir), SimpleNamespace(run="stoprun", trial_id="t0")
+    before = stop_requested(storage, spec, comm)
+    if comm.rank == 0:
+        storage.write_bytes(f"stoprun/trials/t0/{STOP_MARKER}", b"dominated by t1 at step 10")
+    dist.barrier()
+    return [before, stop_requested(storage, spec, comm)]

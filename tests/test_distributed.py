@@ -65,6 +65,11 @@ def runs(tmp_path_factory):
 
 
 
+def test_every_rank_stops_when_rank_0_finds_the_stop_marker(runs):
+    """A front search's stop marker is read by rank 0 and told to every rank (tests/ddp_worker.py)."""
+    assert [r["stop"] for r in runs["dist"]] == [[None, "dominated by t1 at step 10"], [None, "stopped"]]
+
+
 def test_ranks_hold_different_token_counts(runs):
     counts = ddp_worker.local_token_counts(runs["data"], WORLD)
     assert counts[0][0] != counts[1][0] and counts[0][1] != counts[1][1], counts
