@@ -21,9 +21,8 @@ import time
 from collections import Counter
 
 from sweeper.grid.load import GridError, TrialSpec, expand_grid, load_grid, resolve_grid_path
-from sweeper.cluster.plan import (RUNNERS, capacity_problems, concurrency, device_time_estimate, print_plan,  # noqa: F401
-                          print_search_plan, runner_for, runner_problems, trial_shape,
-                          inline_in_task)
+from sweeper.cluster.plan import (RUNNERS, capacity_problems, concurrency, device_time_estimate, inline_in_task,  # noqa: F401
+                                  print_plan, print_search_plan, runner_for, runner_problems, trial_shape)
 from sweeper.front.studies import FrontSearch, load_search
 from sweeper.grid.search_settings import SENSES, search_settings
 from sweeper.store.records import adopt_legacy_ids, finished_trials

@@ -112,12 +112,15 @@ class InlineSession:
         return torch.load(io.BytesIO(self.storage.read_bytes(self.path)), weights_only=False)
 
     def report(self, metrics: dict, state: dict | None) -> None:
-        import ray.tune
         import torch
         buf = io.BytesIO()
         torch.save(state, buf)
         self.storage.write_bytes(self.path, buf.getvalue())
-        (self.progress or ray.tune.report)(metrics)
+        if self.progress is None:
+            import ray.tune
+            ray.tune.report(metrics)
+        else:
+            self.progress(metrics)
 
 
 def _status(storage: Storage, base: str) -> str:
@@ -259,5 +262,7 @@ def run_inline_task(spec: TrialSpec, storage: Storage) -> None:
                 raise
             traceback.print_exc()
         finally:
-            if not finished:  # this process is being stopped or the task failed: never leave it running
-                ray.cancel(reports)
+            if not finished:  # this process is being stopped or the task failed: never leave it running.
+                # force: the trial runs in a thread of the task's worker, which a polite cancel would leave
+                # training (and writing the trial's files) in a process Ray then counts as idle.
+                ray.cancel(reports, force=True)
