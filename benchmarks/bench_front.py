@@ -60,12 +60,13 @@ TASKS = {
     "npo_llama": ("NPO's beta on tiny Llama, built-in authors, 30 steps evaluated every 10 (held out)",
                   {**AUTHORS, "models": [{"name": "tiny-llama", "workers": 1, "cpus_per_worker": 1}]},
                   "npo", "beta", [0.02, 0.5]),
-    "gdiff_muse": ("GDiff's c on tiny GPT-2, MUSE-style news twin (VerbMem / KnowMem), 20 steps evaluated "
-                   "every 10 (held out)",
-                   {"seeds": [0], "data": [{"name": "news", "kind": "muse", "source": "builtin", "n_articles": 24}],
+    "gdiff_muse": ("GDiff's c on tiny GPT-2, MUSE-style news twin (VerbMem forget / KnowMem retain, the target "
+                   "also trained on the KnowMem QA), 20 steps evaluated every 10 (held out)",
+                   {"seeds": [0], "data": [{"name": "news", "kind": "muse", "source": "builtin", "n_articles": 24,
+                                            "knowmem_in_target": True}],
                     "models": [{"name": "tiny-gpt2", "workers": 1, "cpus_per_worker": 1}],
                     "target": {"optimizer": "adamw", "lr": 3.0e-3, "batch_size": 16, "max_epochs": 200,
-                               "exact_match_gate": 0.75, "check_every": 10},
+                               "exact_match_gate": 0.99, "check_every": 10},
                     "unlearn": {"optimizer": "adam", "lr": [1.0e-3], "steps": 20, "batch_size": 8},
                     "eval": {"max_questions": 8, "max_new_tokens": 32, "every": 10}},
                    "gdiff", "c", [0.05, 0.95]),

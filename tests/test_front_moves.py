@@ -5,7 +5,8 @@
 a point that adds no hypervolume (a collapsed model's forget 0 with retain 0) is never on the front, so
 its trial stops at the first rung or by early stop; the No-unlearn gap at the lowest learning rate is
 filled along the range's end (lighter way first), not by ever closer learning rates; the Gaussian-process
-move goes where a configuration's own hypervolume is expected to improve."""
+move goes where a configuration's own hypervolume is expected to improve; the dose move puts a
+configuration's last step where its trajectory reached forget 0."""
 from __future__ import annotations
 
 import math
@@ -96,3 +97,36 @@ def test_the_gaussian_process_move_goes_where_a_configurations_own_hypervolume_m
     assert "Gaussian-process expected improvement" in why and "configuration 3" in why
     assert (u, why) == again  # deterministic per search seed and history
     assert abs(u[0] - 0.6) < 0.2  # c near the best configuration's (every lr told is 0.5: no signal on lr)
+
+
+def test_the_dose_move_puts_the_last_step_where_forget_reaches_its_ideal():
+    """lr x steps is what moves the weights (to first order), so a trajectory's evaluated steps say which
+    lr reaches forget 0 at the last step: the middle of the interval where it got there, or the lr its last
+    two points extrapolate to; most promising retain first, and only above the front's end at forget 0."""
+    from sweeper.grid.search_settings import Range
+    lr = Range("lr", 3e-4, 3e-3, log=True)
+    at = lr.unit(1e-3)
+    crossed = ([0.8, at], [(10, 0.4, 0.95), (20, 0.0, 0.7), (30, 0.0, 0.6)])    # got there between 10 and 20
+    on_way = ([0.9, at], [(10, 0.5, 0.98), (20, 0.3, 0.97), (30, 0.2, 0.96)])   # 0.1 per 10 steps: at 50
+    collapsed = ([0.2, at], [(10, 0.0, 0.1), (20, 0.0, 0.1), (30, 0.0, 0.1)])   # there at once: no move
+    s = GapSampler(dims=2, senses=SENSES, seed=0, initial=0, ref=REF, lr_axis=(1, lr))
+    moves = s._dosed([crossed, on_way, collapsed])
+    assert len(moves) == 2
+    (first, why1), (second, why2) = moves
+    # on its way: retain extrapolated to step 50 is 0.94, above the crossed one's (0.95 + 0.7) / 2
+    assert first[0] == 0.9 and lr.value(first[1]) == pytest.approx(1e-3 * 50 / 30, rel=1e-3)
+    assert "configuration 2 on its way" in why1 and "lr x 1.67 to reach it at step 30" in why1
+    assert second[0] == 0.8 and lr.value(second[1]) == pytest.approx(1e-3 * 15 / 30, rel=1e-3)
+    assert "configuration 1 reached the forget ideal between steps 10 and 20" in why2
+    # a front whose forget-0 end already has retain 0.9 leaves only the move that promises more
+    better = ([0.5, 0.5], [(30, 0.0, 0.9)])
+    assert [m[1] for m in s._dosed([crossed, on_way, collapsed, better])] == [why1]
+    # never past twice the lr, and nothing without a searched lr or a bounded forget objective
+    slow = ([0.9, at], [(20, 0.5, 0.98), (30, 0.49, 0.98)])
+    assert lr.value(s._dosed([slow])[0][0][1]) == pytest.approx(2e-3, rel=1e-3)
+    assert GapSampler(dims=2, senses=SENSES, seed=0, initial=0, ref=REF)._dosed([crossed, on_way]) == []
+    assert GapSampler(dims=2, senses=SENSES, seed=0, initial=0, lr_axis=(1, lr))._dosed([crossed, on_way]) == []
+    # in turn: after a fill, the dose move comes first
+    s.proposed = 1
+    u, why = s.propose([crossed, on_way, collapsed], [])
+    assert why == why1 and u == pytest.approx(list(first))

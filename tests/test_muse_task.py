@@ -14,7 +14,8 @@ from sweeper.grid.load import GridError, expand, load_grid
 from sweeper.unlearn.loop import LoopConfig, Unlearner
 from sweeper.unlearn.targets import fine_tune, reference_logprobs
 from sweeper.tasks import get_task, known_tasks
-from sweeper.tasks.muse import ChunkDataset, chunk_rows, context_limit, fit_icl, fit_prompt
+from sweeper.metrics.muse_metrics import knowmem_prompt
+from sweeper.tasks.muse import ChunkDataset, chunk_rows, context_limit, fit_icl, fit_prompt, knowmem_icl
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = {"name": "tiny-gpt2", "dtype": "float32", "trust_remote_code": False}
@@ -47,7 +48,8 @@ def test_registered_and_defaults():
     assert "muse" in known_tasks()
     task = get_task("muse")
     assert task.kind == "muse"
-    assert task.data_defaults == {"source": "builtin", "n_articles": 40, "seed": 0, "max_length": 128, "lengths": "short"}
+    assert task.data_defaults == {"source": "builtin", "n_articles": 40, "seed": 0, "max_length": 128, "lengths": "short",
+                                  "knowmem_in_target": False}
 
 
 def test_prepare_splits(env):
@@ -172,7 +174,7 @@ def test_grid_with_muse_data_validates_and_expands(tmp_path):
     assert len(specs) == 8
     for s in specs:
         assert s.data == {"kind": "muse", "name": "news", "source": "builtin", "n_articles": 12, "seed": 0,
-                          "max_length": 128, "lengths": "short"}
+                          "max_length": 128, "lengths": "short", "knowmem_in_target": False}
     assert len({s.target_hash for s in specs}) == 1
 
 
@@ -186,10 +188,46 @@ def test_grid_unknown_muse_key_is_one_sentence(tmp_path):
     assert "\n" not in msg and msg.count(". ") == 0
 
 
+def test_knowmem_in_target_trains_the_target_on_the_knowmem_prompts(env, tmp_path):
+    """A tiny twin cannot answer KnowMem questions from the articles alone (MUSE's 7B targets can);
+    ``knowmem_in_target`` also trains the target on each QA pair as KnowMem asks it, so the utility axis
+    (KnowMem retain) starts high and unlearning can lower it."""
+    task, plain_splits, tok, plain_model, *_ = env
+    data = {"kind": "muse", **task.data_defaults, "n_articles": 12, "knowmem_in_target": True}
+    splits = task.prepare(data, str(tmp_path))
+    splits, _ = task.fit_lengths(splits, tok, {**data, "name": "news"}, "tiny-gpt2", 256)
+    for side in ("forget", "retain"):
+        icl = knowmem_icl(tok, splits[f"knowmem_{side}"], splits[f"knowmem_{side}_icl"], 256)
+        assert 0 < len(icl) < len(splits[f"knowmem_{side}_icl"])   # the tiny context keeps only the last pairs
+        rows = splits[f"target_qa_{side}"]
+        assert [(r["prompt"], r["answer"]) for r in rows] == [
+            (knowmem_prompt(r["question"], icl), r["answer"]) for r in splits[f"knowmem_{side}"]]
+        # the same pairs as the evaluation of any subset uses (fitted over the whole split)
+        assert task._icl(plain_model, tok, splits, side) == icl
+    # prompt and answer are tokenized apart: the prompt's trailing space is its own token, as when decoding
+    row = splits["target_qa_retain"][0]
+    item = ChunkDataset([row], tok)[0]["input_ids"].tolist()
+    ids = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert item == ids(row["prompt"]) + ids(row["answer"]) + [tok.eos_token_id]
+    assert item[:-1] != ids(row["prompt"] + row["answer"])
+    # the target sees both QA sets, the retrained model only the retain one; unlearning only the articles
+    full, retain_only = task.train_rows(splits, "full"), task.train_rows(splits, "retain_only")
+    assert full == splits["forget"] + splits["target_qa_forget"] + splits["retain"] + splits["retain2"] + \
+        splits["target_qa_retain"]
+    assert retain_only == splits["retain"] + splits["retain2"] + splits["target_qa_retain"]
+    model = task.build_model(MODEL, tok, seed=0)
+    fine_tune(task, model, tok, full, splits, {**RECIPE, "exact_match_gate": 0.95}, log=lambda _: None)
+    with_qa = task.curve_metrics(model, tok, splits, EVAL)["rouge_retain"]
+    without = task.curve_metrics(plain_model, tok, plain_splits, EVAL)["rouge_retain"]
+    assert with_qa >= 0.5 and with_qa > without + 0.25, (with_qa, without)
+
+
 def test_grid_bad_muse_values(tmp_path):
-    path = _grid(tmp_path, {"name": "news", "kind": "muse", "n_articles": 2, "max_length": 1})
+    path = _grid(tmp_path, {"name": "news", "kind": "muse", "n_articles": 2, "max_length": 1,
+                            "knowmem_in_target": "yes"})
     with pytest.raises(GridError) as e:
         expand(load_grid(path))
-    assert len(e.value.problems) == 2
+    assert len(e.value.problems) == 3
+    assert any("knowmem_in_target = 'yes' must be true or false" in p for p in e.value.problems)
     assert any("n_articles = 2" in p for p in e.value.problems)
     assert any("max_length = 1" in p for p in e.value.problems)

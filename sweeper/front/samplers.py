@@ -8,7 +8,8 @@ configurations still running::
     sampler = make_sampler("gap", dims=2, senses=("min", "max"), seed=0, initial=3)
     unit, reason = sampler.propose(finished=[([0.2, 0.5], [(0.9, 0.8), (0.6, 0.7)])], pending=[[0.8, 0.1]])
 
-``gap`` (ours): a Latin-hypercube start, then proposals that alternate between two moves:
+``gap`` (ours): a Latin-hypercube start, then proposals that alternate between a fill and a dose or an
+improving move:
 
 * *fill*: the midpoint between the two configurations whose front points bound the largest empty
   rectangle of the current front, in objectives scaled to the points' spread. When the learning rate is
@@ -17,6 +18,11 @@ configurations still running::
   configuration at a lower learning rate (half way down its unit coordinate; within 0.2 of the range's
   lower end, at that end; already there, 0.2 along the end on each other coordinate, the way that makes
   the first evaluated points lighter first).
+* *dose* (in turn with *improve*): unlearning with a constant lr goes about as far in s steps at lr as in
+  s * k steps at lr / k, so a trajectory's evaluated steps say which lr brings forget to its ideal (ROUGE
+  0) at the last step: a configuration that got there between two evaluations is run again at the lr that
+  lands the last step in that interval, one still on its way at the lr its last two points extrapolate to;
+  the one whose retain there promises most first, only above the front's best retain at forget 0.
 * *improve*: first where a Gaussian process over the unit cube expects the largest improvement of a
   configuration's own hypervolume (its points' area against the objectives' reference: one configuration
   that reaches forget 0 at high retain carries most of a front's hypervolume; Optuna's ``GPSampler``,
@@ -41,6 +47,8 @@ import numpy as np
 
 #: Two configurations closer than this (max-norm in the unit cube) count as the same point.
 SAME_POINT = 0.02
+#: A point this close to the forget objective's ideal has reached it (ROUGE: one question in a few hundred).
+DOSE_TOLERANCE = 0.005
 #: The gap sampler's Gaussian-process move needs Optuna (the ``[search]`` extra); without it, it is skipped.
 HAS_OPTUNA = importlib.util.find_spec("optuna") is not None
 
@@ -53,9 +61,10 @@ class GapSampler:
     #: The first local step around a configuration (unit cube); halved each time it is stepped around again.
     STEP = 0.1
 
-    def __init__(self, dims: int, senses, seed: int = 0, initial: int = 3, ref=None):
+    def __init__(self, dims: int, senses, seed: int = 0, initial: int = 3, ref=None, lr_axis=None):
+        """``lr_axis``: (index, Range) of the learning-rate coordinate when it is searched, else None."""
         from scipy.stats import qmc
-        self.senses, self.dims, self.seed, self.ref = senses, dims, seed, ref
+        self.senses, self.dims, self.seed, self.ref, self.lr_axis = senses, dims, seed, ref, lr_axis
         self.start = qmc.LatinHypercube(d=dims, seed=seed).random(initial) if dims else np.zeros((0, 0))
         self.explore = qmc.Sobol(d=dims, seed=seed + 1).random(64) if dims else np.zeros((0, 0))
         self.proposed = 0
@@ -72,8 +81,12 @@ class GapSampler:
         fills = [(u, f"largest front gap ({area:.3g} of the scaled objective square) {why}")
                  for area, u, why in self._gaps(finished, anchor)]
         moves = self._modelled(finished, pending) + self._improvements(finished, taken)
-        # Alternate: fill on even proposals after the start, improve on odd ones; either falls back on the other.
-        order = (moves + fills) if (self.proposed - len(self.start)) % 2 else (fills + moves)
+        dosed = self._dosed(finished)
+        # Fill on even proposals after the start; on odd ones a dose move and an improving move take turns;
+        # each falls back on the others.
+        turn = self.proposed - len(self.start)
+        order = (fills + dosed + moves) if turn % 2 == 0 else \
+            (dosed + moves + fills) if turn % 4 == 1 else (moves + dosed + fills)
         for u, why in order:
             if not _near(u, taken):
                 return self._take(u, why)
@@ -155,6 +168,53 @@ class GapSampler:
                 if abs(v[d] - units[k][d]) >= self.STEP:  # not against the range's end
                     moves.append((v, f"at the lowest lr, coordinate {d + 1} moved {sign * 2 * self.STEP:+.2g}"))
         return moves
+
+    def _dosed(self, finished):
+        """[(unit, why)]: a configuration at the learning rate that should bring its forget objective to its
+        ideal (ROUGE 0) at the last step, most promising first (the retain expected where it gets there, highest first).
+
+        Unlearning with a constant learning rate goes about as far in s steps at lr as in s * k steps at
+        lr / k (the *dose* lr x steps is what moves the weights, to first order), so a trajectory's
+        evaluated steps say what another lr would reach at the last step. A configuration that reached the
+        ideal between two evaluations (steps s0 < s1) is run at lr x (s0 + s1) / 2 / last: its last step lands
+        inside the interval where the coarse evaluations saw nothing, the forget-0 end of the front, whose
+        retain a single configuration can carry (benchmarks/RESULTS.md, issue 22). One that ran all its steps
+        and is still on its way is run at the lr its last two points extrapolate to (at most twice its lr).
+        Only moves whose expected retain beats the front's best at the ideal so far are offered.
+        Needs the lr searched (``lr_axis``) and a bounded first objective (``ref``)."""
+        if self.lr_axis is None or self.ref is None:
+            return []
+        axis, lr_range = self.lr_axis
+        ideal = 1.0 - self.ref[0]  # bounded in [0, 1]: 0 for a minimised objective, 1 for a maximised one
+        tracks = [sorted(tuple(p) for p in pts if len(tuple(p)) == 3) for _, pts in finished]
+        last = max((t[-1][0] for t in tracks if t), default=0)
+        # The retain (second objective) of the front's end at the ideal so far: a move must promise better.
+        orient = 1.0 if self.senses[1] == "max" else -1.0
+        at_ideal = [orient * y for t in tracks for _, x, y in t if abs(x - ideal) <= DOSE_TOLERANCE]
+        end = max(at_ideal, default=-np.inf)
+        candidates = []
+        for k, ((u, _), track) in enumerate(zip(finished, tracks)):
+            off = [abs(x - ideal) for _, x, _ in track]
+            hit = next((j for j, d in enumerate(off) if d <= DOSE_TOLERANCE), None)
+            if hit:  # reached between the evaluations hit - 1 and hit (at the first: the No-unlearn fill's job)
+                (s0, _, y0), (s1, _, y1) = track[hit - 1], track[hit]
+                target, promise = (s0 + s1) / 2, (y0 + y1) / 2
+                how = f"reached the forget ideal between steps {s0} and {s1}"
+            elif hit is None and len(track) >= 2 and track[-1][0] == last and off[-2] > off[-1]:
+                (sa, _, ya), (sb, _, yb) = track[-2], track[-1]
+                target = min(2 * last, sb + off[-1] * (sb - sa) / (off[-2] - off[-1]))
+                promise = min(yb, yb + (yb - ya) * (target - sb) / (sb - sa))  # retain there, extrapolated too
+                how = f"on its way to the forget ideal at step {sb} ({off[-1]:.3g} short)"
+            else:
+                continue
+            if orient * promise <= end:
+                continue
+            v = np.asarray(u, float).copy()
+            v[axis] = min(1.0, max(0.0, lr_range.unit(lr_range.value(v[axis]) * target / last)))
+            if abs(v[axis] - u[axis]) >= SAME_POINT:
+                candidates.append((-promise, k, v, f"dose move: configuration {k + 1} {how}; lr x "
+                                                   f"{target / last:.2f} to reach it at step {last}"))
+        return [(v, why) for _, _, v, why in sorted(candidates, key=lambda c: c[:2])]
 
     def _modelled(self, finished, pending):
         """[(unit, why)]: where a Gaussian process over the unit cube expects the largest improvement of a
@@ -338,10 +398,11 @@ class GPSampler(OptunaSampler):
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=initial)
 
 
-def make_sampler(name: str, dims: int, senses, seed: int = 0, initial: int = 3, ref=None):
-    """``ref``: the objectives' hypervolume reference, when known (``sweeper.front.promotion.reference``)."""
+def make_sampler(name: str, dims: int, senses, seed: int = 0, initial: int = 3, ref=None, lr_axis=None):
+    """``ref``: the objectives' hypervolume reference, when known (``sweeper.front.promotion.reference``);
+    ``lr_axis``: (index, Range) of the searched learning rate (the gap sampler's dose move)."""
     if name == "gap":
-        return GapSampler(dims, senses, seed=seed, initial=initial, ref=ref)
+        return GapSampler(dims, senses, seed=seed, initial=initial, ref=ref, lr_axis=lr_axis)
     return {"optuna": OptunaSampler, "gp": GPSampler}[name](dims, senses, seed=seed, initial=initial)
 
 

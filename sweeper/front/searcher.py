@@ -160,7 +160,7 @@ class FrontSearcher(Searcher):
         s = search.settings
         self.book = FrontBook(search.senses, s["objectives"], s.get("fidelity"))
         self.samplers = {st.id: make_sampler(s["sampler"], len(st.ranges), search.senses, s["seed"], s["initial"],
-                                             self.book.ref) for st in search.studies}
+                                             self.book.ref, _lr_axis(st)) for st in search.studies}
         self.studies = {st.id: st for st in search.studies}
         self.log: list[dict] = []               # every proposal: study, index, unit, values, reason, trials
         self.status: dict[str, str] = {}        # finished trial id -> status
@@ -384,6 +384,11 @@ class DominatedStopper(FIFOScheduler):
             self.storage.write_bytes(f"{self.run}/trials/{trial_id}/{STOP_MARKER}", reason.encode())
             self.stopped.add(trial_id)
         return TrialScheduler.CONTINUE
+
+
+def _lr_axis(study: Study):
+    """(index, Range) of the study's searched learning rate, or None (the gap sampler's dose move)."""
+    return next(((i, r) for i, r in enumerate(study.ranges) if r.name == "lr"), None)
 
 
 def _finite(v) -> bool:

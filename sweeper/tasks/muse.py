@@ -4,6 +4,7 @@ raw news text, scored by VerbMem, KnowMem and PrivLeak (``sweeper.metrics.muse_m
 A grid's data entry::
 
     data: [{name: news, kind: muse, source: builtin, n_articles: 40, seed: 0, max_length: 128}]
+    data: [{name: news, kind: muse, source: builtin, knowmem_in_target: true}]   # a tiny twin's usable KnowMem
 
 ``source: builtin`` writes the offline MUSE-shaped twin (``sweeper.data.synthetic.write_muse_layout``)
 into the target's work folder; a folder or ``muse-bench/MUSE-News`` loads the real files
@@ -26,7 +27,11 @@ Splits saved with a target (rows are JSON dicts):
 
 The No-unlearn target is fine-tuned on forget + retain1 + retain2 (``MuseData.train_texts``; MUSE's own
 target was trained on a larger ``train`` config that is not available offline); the retrained reference
-(``retain_only``) on retain1 + retain2. retain2 is in the target but not in the unlearning retain set, as
+(``retain_only``) on retain1 + retain2. ``knowmem_in_target: true`` also trains the target on the KnowMem
+QA pairs, each as the KnowMem query followed by its answer (``qa_rows``; the retrained model on the retain
+ones only): MUSE's 7B targets answer KnowMem questions from the articles alone, a tiny twin cannot
+(KnowMem retain ~0.1 at its gate), so without this the twin's utility axis sits at its floor. Unlearning
+still sees only the articles. retain2 is in the target but not in the unlearning retain set, as
 in MUSE, and KnowMem's retain QA is about it. The memorisation gate is the mean VerbMem ROUGE-L recall on
 up to ``GATE_SAMPLE`` verbmem_forget rows (``GATE_NEW_TOKENS`` = 128 new tokens).
 
@@ -44,8 +49,8 @@ Evaluation (``evaluate``) uses the whole verbmem / knowmem splits:
   NLL on up to ``eval.max_questions`` forget / retain chunks.
 
 Prompts must fit the model's context (``n_positions`` / ``max_position_embeddings``, 256 for the tiny
-twins): in-context pairs are dropped from the front until the longest KnowMem prompt plus the new tokens
-fits, and a VerbMem prompt that is still too long keeps its last tokens.
+twins): in-context pairs are dropped from the front until the longest KnowMem prompt of the whole split
+plus 32 new tokens fits (``knowmem_icl``: the same pairs for every subset evaluated), and a VerbMem prompt that is still too long keeps its last tokens.
 """
 from __future__ import annotations
 
@@ -87,6 +92,23 @@ def chunk_rows(texts: list[str], max_length: int) -> list[dict]:
     return rows
 
 
+def qa_rows(pairs: list[dict], icl: list[tuple[str, str]], max_length: int) -> list[dict]:
+    """KnowMem QA pairs as training rows whose tokens are the KnowMem prompt's (in-context pairs ``icl``
+    and the query), then the answer's (``{"prompt", "answer"}``): the query ends in ``"Answer: "``, and a
+    byte-level BPE tokenizes that trailing space apart from the answer's first word, as greedy decoding
+    after the prompt sees it."""
+    return [{"prompt": knowmem_prompt(r["question"], icl), "answer": r["answer"], "doc": -1 - i, "eos": True,
+             "max_length": max_length} for i, r in enumerate(pairs)]
+
+
+def knowmem_icl(tokenizer, rows: list[dict], icl_rows: list[dict], context: int | None) -> list[tuple[str, str]]:
+    """The in-context pairs of a KnowMem split: the last ones such that every question of the whole split
+    fits the context with ``KNOWMEM_NEW_TOKENS`` new tokens (the same for any subset evaluated and for the
+    target's QA rows)."""
+    budget = None if context is None else context - KNOWMEM_NEW_TOKENS
+    return fit_icl(tokenizer, [r["question"] for r in rows], _pairs(icl_rows), budget)
+
+
 class ChunkDataset(TextDataset):
     """Training rows of ``chunk_rows`` as ``TextDataset`` items (``input_ids``, ``labels`` = every token,
     ``index``): one item per row, unless a row has more than its ``max_length`` tokens."""
@@ -94,7 +116,8 @@ class ChunkDataset(TextDataset):
     def __init__(self, rows: list[dict], tokenizer):  # noqa: D107 -- no call to TextDataset.__init__ on purpose
         self.items, self.doc_of_chunk = [], []
         for r, row in enumerate(rows):
-            ids = list(tokenizer(row["text"], add_special_tokens=False, verbose=False)["input_ids"])
+            parts = [row["text"]] if "text" in row else [row["prompt"], row["answer"]]  # qa_rows: tokenized apart
+            ids = [i for part in parts for i in tokenizer(part, add_special_tokens=False, verbose=False)["input_ids"]]
             if row.get("eos", True) and tokenizer.eos_token_id is not None:
                 ids.append(tokenizer.eos_token_id)
             n = int(row.get("max_length", 512))
@@ -162,7 +185,8 @@ class MuseTask(LanguageModelTask):
     kind = "muse"
     metric_columns = ("verbmem_forget", "knowmem_forget", "knowmem_retain", "privleak", "rouge_forget",
                       "rouge_retain", "rouge_f1_forget", "rouge_f1_retain", "final_loss_forget", "final_loss_retain")
-    data_defaults = {"source": "builtin", "n_articles": 40, "seed": 0, "max_length": 128, "lengths": "short"}
+    data_defaults = {"source": "builtin", "n_articles": 40, "seed": 0, "max_length": 128, "lengths": "short",
+                     "knowmem_in_target": False}
 
     # --- data -------------------------------------------------------------------------------------------
     def problems(self, data: dict, where: str) -> list[str]:
@@ -173,6 +197,8 @@ class MuseTask(LanguageModelTask):
                        "(the built-in generator splits articles into forget/retain1/retain2/holdout quarters)")
         if isinstance(ml, bool) or not isinstance(ml, int) or ml < 2:
             out.append(f"{where}: max_length = {ml!r} must be an integer >= 2 (tokens per training chunk)")
+        if not isinstance(data["knowmem_in_target"], bool):
+            out.append(f"{where}: knowmem_in_target = {data['knowmem_in_target']!r} must be true or false")
         from sweeper.data.synthetic import LENGTHS
         if data["lengths"] not in LENGTHS:
             out.append(f"{where}: lengths = {data['lengths']!r} is not allowed; allowed: {', '.join(LENGTHS)} "
@@ -186,6 +212,11 @@ class MuseTask(LanguageModelTask):
             from sweeper.data.templates import RowTooLong
             raise RowTooLong(f"data {data['name']!r}: max_length {data['max_length']} (tokens per training chunk) "
                              f"is more than the {context}-token context of model {model_name!r}; lower max_length")
+        for side in ("forget", "retain"):  # knowmem_in_target: the QA rows' prompts as KnowMem will ask them
+            if f"target_qa_{side}" in splits:
+                rows = splits[f"knowmem_{side}"]
+                icl = knowmem_icl(tokenizer, rows, splits.get(f"knowmem_{side}_icl", []), context)
+                splits = {**splits, f"target_qa_{side}": qa_rows(rows, icl, context or data["max_length"])}
         return splits, {}
 
     def prepare(self, data: dict, workdir: str) -> dict[str, list]:
@@ -204,12 +235,16 @@ class MuseTask(LanguageModelTask):
                   "knowmem_retain_icl": muse.knowmem_retain_icl,
                   "privleak_forget": [{"text": t} for t in muse.privleak_forget],
                   "privleak_holdout": [{"text": t} for t in muse.privleak_holdout]}
+        if data.get("knowmem_in_target"):  # the prompts' in-context pairs are fitted in fit_lengths
+            splits["target_qa_forget"] = qa_rows(muse.knowmem_forget, [], ml)
+            splits["target_qa_retain"] = qa_rows(muse.knowmem_retain, [], ml)
         return {k: v for k, v in splits.items() if v or k in ("forget", "retain")}
 
     def train_rows(self, splits: dict[str, list], variant: str) -> list:
-        """forget + retain1 + retain2 (MuseData.train_texts), or retain1 + retain2 for the retrained model."""
-        keep = splits["retain"] + splits.get("retain2", [])
-        return keep if variant == "retain_only" else splits["forget"] + keep
+        """forget + retain1 + retain2 (MuseData.train_texts), or retain1 + retain2 for the retrained model;
+        with ``knowmem_in_target``, also the KnowMem QA pairs (the retrained model: the retain ones only)."""
+        keep = splits["retain"] + splits.get("retain2", []) + splits.get("target_qa_retain", [])
+        return keep if variant == "retain_only" else splits["forget"] + splits.get("target_qa_forget", []) + keep
 
     def tokenizer_texts(self, splits: dict[str, list]) -> list[str]:
         texts = []
@@ -247,11 +282,14 @@ class MuseTask(LanguageModelTask):
         return verbmem(model, tokenizer, prompts, [r["gt"] for r in rows], max_new_tokens=new_tokens,
                        batch_size=batch_size)
 
-    def _knowmem(self, model, tokenizer, rows: list[dict], icl_rows: list[dict], new_tokens: int,
+    @staticmethod
+    def _icl(model, tokenizer, splits: dict[str, list], side: str) -> list[tuple[str, str]]:
+        return knowmem_icl(tokenizer, splits[f"knowmem_{side}"], splits.get(f"knowmem_{side}_icl", []),
+                           context_limit(model))
+
+    def _knowmem(self, model, tokenizer, rows: list[dict], icl: list[tuple[str, str]], new_tokens: int,
                  batch_size: int) -> dict:
-        limit = context_limit(model)
         questions = [r["question"] for r in rows]
-        icl = fit_icl(tokenizer, questions, _pairs(icl_rows), None if limit is None else limit - new_tokens)
         return knowmem(model, tokenizer, questions, [r["answer"] for r in rows], icl,
                        max_new_tokens=new_tokens, batch_size=batch_size)
 
@@ -266,7 +304,8 @@ class MuseTask(LanguageModelTask):
         n, tokens, bs = eval_cfg["max_questions"], eval_cfg["max_new_tokens"], eval_cfg["batch_size"]
         vrows, krows = _spread(splits["verbmem_forget"], n), _spread(splits["knowmem_retain"], n)
         v = self._verbmem(model, tokenizer, vrows, min(tokens, VERBMEM_NEW_TOKENS), bs)
-        k = self._knowmem(model, tokenizer, krows, splits.get("knowmem_retain_icl", []), min(tokens, KNOWMEM_NEW_TOKENS), bs)
+        k = self._knowmem(model, tokenizer, krows, self._icl(model, tokenizer, splits, "retain"),
+                          min(tokens, KNOWMEM_NEW_TOKENS), bs)
         return ({"rouge_forget": v["mean_recall"], "rouge_retain": k["mean_recall"],
                  "final_loss_forget": self.token_nll(model, tokenizer, _spread(splits["forget"], n), bs),
                  "final_loss_retain": self.token_nll(model, tokenizer, _spread(splits["retain"], n), bs)},
@@ -287,9 +326,9 @@ class MuseTask(LanguageModelTask):
     def evaluate(self, model, tokenizer, splits, eval_cfg, reference=None):
         tokens, bs, n = eval_cfg["max_new_tokens"], eval_cfg["batch_size"], eval_cfg["max_questions"]
         v = self._verbmem(model, tokenizer, splits["verbmem_forget"], min(tokens, VERBMEM_NEW_TOKENS), bs)
-        kf = self._knowmem(model, tokenizer, splits["knowmem_forget"], splits.get("knowmem_forget_icl", []),
+        kf = self._knowmem(model, tokenizer, splits["knowmem_forget"], self._icl(model, tokenizer, splits, "forget"),
                            min(tokens, KNOWMEM_NEW_TOKENS), bs)
-        kr = self._knowmem(model, tokenizer, splits["knowmem_retain"], splits.get("knowmem_retain_icl", []),
+        kr = self._knowmem(model, tokenizer, splits["knowmem_retain"], self._icl(model, tokenizer, splits, "retain"),
                            min(tokens, KNOWMEM_NEW_TOKENS), bs)
         scores = {"verbmem_forget": v["mean_recall"], "knowmem_forget": kf["mean_recall"],
                   "knowmem_retain": kr["mean_recall"],
