@@ -1,7 +1,8 @@
 """Front search vs grid on three tasks: hypervolume reached with N full trials' worth of steps against a 3N-trial grid.
 
-    .venv/bin/python benchmarks/bench_front.py --grid-again            # 3 tasks x search seeds 0-4, N = 8 (~35 min on 2 CPUs);
-                                                                       # each grid again after its searches (device-s: the mean)
+    .venv/bin/python benchmarks/bench_front.py --grid-shifts 3         # 3 tasks x search seeds 0-4, N = 8 (~25 min on 2 CPUs);
+                                                                       # each grid at 3 more placements after its searches
+                                                                       # (grid luck; device-s: the mean of the 4 grid runs)
     .venv/bin/python benchmarks/bench_front.py --tasks gdiff_gpt2 --seeds 0 1 --no-write   # one task, two seeds
     .venv/bin/python benchmarks/bench_front.py --quick                 # N = 4, one seed, the tuning task: a smoke run
     .venv/bin/python benchmarks/bench_front.py --storage /tmp/front --tag b   # keep the runs; reuses the cached targets
@@ -73,19 +74,31 @@ TASKS = {
 }
 
 
-def grid_doc(task: str, name: str, search: dict | None, n: int) -> dict:
-    """The grid file of one run: the task's front search (``search``) or its 3n-trial grid."""
+def grid_doc(task: str, name: str, search: dict | None, n: int, shift: int = 0) -> dict:
+    """The grid file of one run: the task's front search (``search``) or its 3n-trial grid.
+
+    The grid (``shift`` 0): 3n/4 values evenly inside the parameter's range x 4 log-spaced learning rates
+    from end to end. ``shift`` r > 0: the same numbers of values at another placement on the same box
+    (each axis's lattice moved by a fraction of its spacing, the fractions a golden-ratio sequence in r, so
+    no two placements share a value): how much of a grid's hypervolume is where its lattice happens to fall."""
     _, fixed, method, param, prange = TASKS[task]
     doc = {"name": name, **json.loads(json.dumps(fixed)), "lr_modes": ["static"]}
     unlearn = doc.setdefault("unlearn", {})
     if search:
         doc.update(search=search, methods=[{"method": method, param: {"range": prange}}])
         unlearn["lr"] = {"log_range": LR_RANGE}
-    else:  # 3n trials on the same box: 3n/4 values (evenly inside the range) x 4 log-spaced learning rates
-        k = max(1, 3 * n // 4)
-        values = [round(float(v), 4) for v in np.linspace(*prange, k + 2)[1:-1]]
-        doc["methods"] = [{"method": method, param: values}]
-        unlearn["lr"] = [float(f"{lr:.3g}") for lr in np.geomspace(*LR_RANGE, 4)]
+        return doc
+    k = max(1, 3 * n // 4)
+    if shift:
+        a, b = (shift * 0.6180339887) % 1, (shift * 0.3819660113 + 0.5) % 1
+        spots = (np.arange(k) + a) / k                 # unit positions of the parameter's values
+        lr_spots = (np.arange(4) + b) / 4              # and of the learning rates (log scale)
+    else:
+        spots, lr_spots = np.arange(1, k + 1) / (k + 1), np.arange(4) / 3
+    values = [round(float(prange[0] + u * (prange[1] - prange[0])), 4) for u in spots]
+    lo, hi = np.log(LR_RANGE)
+    doc["methods"] = [{"method": method, param: values}]
+    unlearn["lr"] = [float(f"{np.exp(lo + u * (hi - lo)):.3g}") for u in lr_spots]
     return doc
 
 
@@ -141,6 +154,8 @@ def main(argv=None) -> dict:
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     p.add_argument("--grid-again", action="store_true", help="run each grid again after its searches and take "
                                                              "the mean of its two device-s (load drifts)")
+    p.add_argument("--grid-shifts", type=int, default=0, help="after the searches, run each grid at this many "
+                   "other placements on the same box (grid luck); their device-s count in the grid's mean")
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.seeds, args.tasks = 4, [0], ["gdiff_gpt2"]
@@ -164,11 +179,17 @@ def main(argv=None) -> dict:
                     rows.append({"task": task, "kind": "front", "seed": seed, "wall_s": wall,
                                  **measure(os.path.join(storage, name))})
                     print(json.dumps(rows[-1]), flush=True)
-                if args.grid_again:  # the machine's load drifts: the grid's device-s before and after, averaged
-                    launch(grid_doc(task, grid_name + "_again", None, args.n), storage, work, address)
-                    again = measure(os.path.join(storage, grid_name + "_again"))
-                    grid.update(device_s_runs=[grid["device_s"], again["device_s"]], hv_again=again["hv"],
-                                device_s=(grid["device_s"] + again["device_s"]) / 2)
+                # The machine's load drifts: every grid run of the task (the same trials and steps, the
+                # grid again and its other placements, all after the searches) counts for its device-s.
+                runs = [("_again", 0)] * args.grid_again + [(f"_shift{r}", r) for r in range(1, args.grid_shifts + 1)]
+                for suffix, shift in runs:
+                    launch(grid_doc(task, grid_name + suffix, None, args.n, shift), storage, work, address)
+                    other = measure(os.path.join(storage, grid_name + suffix))
+                    grid.setdefault("device_s_runs", [grid["device_s"]]).append(other["device_s"])
+                    grid["hv_again" if not shift else "hv_shifts"] = other["hv"] if not shift else \
+                        grid.get("hv_shifts", []) + [other["hv"]]
+                if runs:
+                    grid["device_s"] = statistics.mean(grid["device_s_runs"])
                     print(json.dumps(grid), flush=True)
         finally:
             stop()
@@ -196,12 +217,20 @@ def render(result: dict) -> str:
              "- Hypervolume: forget (down) x retain (up) against (1, 0), over every evaluated point of the run's "
              "trials. Device-seconds: trial loop seconds x workers (evaluations included; Ray, stage 1 not); "
              "steps: unlearning steps run (a load-independent cost).", "",
-             "| task | what | grid trials | grid HV | grid device-s |", "| --- | --- | --- | --- | --- |"]
+             "- Other placements: the same grid's lattice moved on the same box (`grid_doc`'s `shift`), to show how "
+             "much of a grid's hypervolume is where its lattice happens to fall; the goal is judged against the "
+             "grid itself.", "",
+             "| task | what | grid trials | grid HV | HV at other placements (median of all) | grid device-s |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for task, g in grids.items():
         runs = g.get("device_s_runs")
-        dev = f"{g['device_s']:.1f}" + (f" (mean of {runs[0]:.1f} before and {runs[1]:.1f} after the searches; "
-                                        f"HV again {g['hv_again']:.4f})" if runs else "")
-        lines.append(f"| {task} | {TASKS[task][0]} | {g['trials']} | {g['hv']:.4f} | {dev} |")
+        dev = f"{g['device_s']:.1f}" + (f" (mean of {len(runs)} grid runs: {', '.join(f'{x:.1f}' for x in runs)}"
+                                        + (f"; HV again {g['hv_again']:.4f}" if "hv_again" in g else "") + ")"
+                                        if runs else "")
+        shifts = g.get("hv_shifts", [])
+        placed = (f"{', '.join(f'{x:.4f}' for x in shifts)} ({statistics.median([g['hv'], *shifts]):.4f})"
+                  if shifts else "-")
+        lines.append(f"| {task} | {TASKS[task][0]} | {g['trials']} | {g['hv']:.4f} | {placed} | {dev} |")
     lines += ["", "| task | search seed | trials | stopped | steps / grid's | device-s | HV | HV / grid HV | "
               "device-s / grid's |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -211,16 +240,20 @@ def render(result: dict) -> str:
                          f"{r['steps'] / g['steps']:.3f} | {r['device_s']:.1f} | {r['hv']:.4f} | "
                          f"{r['hv'] / g['hv']:.3f} | {r['device_s'] / g['device_s']:.3f} |")
     lines += ["", "| task | runs | HV / grid HV: min | median | runs >= 0.98 | runs >= 1 | "
-              "device-s / grid's: median | max |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "device-s / grid's: median | max | HV / median placement's HV: min | median |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for task, g in grids.items():
         rs = [r for r in rows if r["kind"] == "front" and r["task"] == task]
         if not rs:
             continue
         hv = [r["hv"] / g["hv"] for r in rs]
         dev = [r["device_s"] / g["device_s"] for r in rs]
+        placed = statistics.median([g["hv"], *g.get("hv_shifts", [])])
+        vs = [r["hv"] / placed for r in rs] if g.get("hv_shifts") else None
         lines.append(f"| {task} | {len(rs)} | {min(hv):.3f} | {statistics.median(hv):.3f} | "
                      f"{sum(x >= 0.98 for x in hv)} of {len(rs)} | {sum(x >= 1 for x in hv)} of {len(rs)} | "
-                     f"{statistics.median(dev):.3f} | {max(dev):.3f} |")
+                     f"{statistics.median(dev):.3f} | {max(dev):.3f} | "
+                     + (f"{min(vs):.3f} | {statistics.median(vs):.3f} |" if vs else "- | - |"))
     lines.append(END)
     return "\n".join(lines) + "\n"
 

@@ -121,12 +121,55 @@ def test_the_dose_move_puts_the_last_step_where_forget_reaches_its_ideal():
     # a front whose forget-0 end already has retain 0.9 leaves only the move that promises more
     better = ([0.5, 0.5], [(30, 0.0, 0.9)])
     assert [m[1] for m in s._dosed([crossed, on_way, collapsed, better])] == [why1]
-    # never past twice the lr, and nothing without a searched lr or a bounded forget objective
-    slow = ([0.9, at], [(20, 0.5, 0.98), (30, 0.49, 0.98)])
-    assert lr.value(s._dosed([slow])[0][0][1]) == pytest.approx(2e-3, rel=1e-3)
+    # at most twice the lr (beyond: a plateau, such as MUSE's VerbMem floor above 0), a promise above the
+    # reference, and nothing without a searched lr or a bounded forget objective
+    at_twice = ([0.9, at], [(20, 0.5, 0.98), (30, 0.375, 0.98)])  # 30 more steps: 2x
+    assert lr.value(s._dosed([at_twice])[0][0][1]) == pytest.approx(2e-3, rel=1e-3)
+    assert s._dosed([([0.9, at], [(20, 0.5, 0.98), (30, 0.49, 0.98)])]) == []
+    assert s._dosed([([0.9, at], [(20, 0.2, 0.6), (30, 0.1, 0.2)])]) == []   # retain there: below 0
     assert GapSampler(dims=2, senses=SENSES, seed=0, initial=0, ref=REF)._dosed([crossed, on_way]) == []
     assert GapSampler(dims=2, senses=SENSES, seed=0, initial=0, lr_axis=(1, lr))._dosed([crossed, on_way]) == []
     # in turn: after a fill, the dose move comes first
     s.proposed = 1
     u, why = s.propose([crossed, on_way, collapsed], [])
     assert why == why1 and u == pytest.approx(list(first))
+
+
+def test_a_trajectory_above_the_fronts_forget_0_end_may_still_reach_it():
+    """Unlearning lowers forget and retain together, so the most a trajectory at (x, y) can still add is
+    (0, y): it goes on past a rung while y beats every retain reached at forget 0 so far."""
+    from sweeper.front.promotion import ideal_end, may_reach_ideal
+    others = [(0.3, 0.99), (0.0, 0.8), (0.004, 0.85), (0.1, 0.9)]
+    assert ideal_end(others, REF, SENSES) == 0.85          # within the tolerance of 0 counts as 0
+    assert ideal_end(others, None, SENSES) == -math.inf and ideal_end([(0.1, 0.9)], REF, SENSES) == -math.inf
+    assert may_reach_ideal((0.5, 0.9), others, REF, SENSES)
+    assert not may_reach_ideal((0.5, 0.85), others, REF, SENSES)   # no better than the end: ranked as before
+    assert not may_reach_ideal((0.0, 0.95), others, REF, SENSES)   # there already: it is ranked as it stands
+    assert not may_reach_ideal((0.5, 0.9), others, None, SENSES)   # unbounded objectives: no ideal known
+    assert may_reach_ideal((0.5, 0.1), [], REF, SENSES) and not may_reach_ideal((0.5, 0.0), [], REF, SENSES)
+
+
+def test_a_knee_step_moves_the_method_parameter_with_the_lr_the_knees_predict():
+    """Around the best knee (the retain expected where forget reaches 0), a local step on the method
+    parameter, the way the knees' retain rises first, at the lr that log-linear model of the knees' lr puts
+    the crossing at the last step (a plain local step would keep the lr and land off the knee)."""
+    from sweeper.grid.search_settings import Range
+    lr = Range("lr", 3e-4, 3e-3, log=True)
+    at = lr.unit(1e-3)
+    low = ([0.5, at], [(10, 0.5, 0.9), (20, 0.1, 0.7), (30, 0.0, 0.5)])     # knee lr 1e-3 x 25/30
+    high = ([0.7, at], [(10, 0.5, 0.98), (20, 0.3, 0.95), (30, 0.15, 0.93)])  # knee lr 1e-3 x 40/30
+    s = GapSampler(dims=2, senses=SENSES, seed=0, initial=0, ref=REF, lr_axis=(1, lr))
+    (up, why_up), (down, _) = s._knee_steps([low, high], taken=[np.array(low[0]), np.array(high[0])])
+    ratio = (40 / 25) ** 0.5  # log lr is linear in c: half of c's spacing is half the log ratio
+    assert up[0] == pytest.approx(0.8) and lr.value(up[1]) == pytest.approx(1e-3 * 40 / 30 * ratio, rel=2e-3)
+    assert down[0] == pytest.approx(0.6) and lr.value(down[1]) == pytest.approx(1e-3 * 40 / 30 / ratio, rel=2e-3)
+    assert "knee step (+0.1 on coordinate 1) from configuration 2" in why_up
+    # one knee: its own lr; no searched lr or a single coordinate: no knee steps
+    (one, _), _ = s._knee_steps([high], taken=[np.array(high[0])])
+    assert lr.value(one[1]) == pytest.approx(1e-3 * 40 / 30, rel=2e-3)
+    assert GapSampler(dims=2, senses=SENSES, seed=0, initial=0, ref=REF)._knee_steps([low, high], []) == []
+    assert GapSampler(dims=1, senses=SENSES, seed=0, initial=0, ref=REF, lr_axis=(0, lr))._knee_steps(
+        [([at], low[1])], []) == []
+    # in turn: fill, dose move, fill, knee step, fill, improving move
+    s.proposed = 3
+    assert "knee step" in s.propose([low, high], [])[1]

@@ -52,20 +52,23 @@ def test_rungs_budget_and_settings():
 
 
 def test_a_trial_behind_the_front_at_a_rung_is_stopped_there(tmp_path):
-    """Two configurations reach step 10: (0.2, 0.9) and (0.5, 0.5). With keep 0.5 only the better goes
-    on; the other gets the stop marker at the rung, long before early stop's min_steps (20)."""
+    """Two configurations reach step 10: (0, 0.9) and (0.5, 0.5). With keep 0.5 only the better goes
+    on; the other gets the stop marker at the rung, long before early stop's min_steps (20). A third at
+    (0.6, 0.95), above the front's end at forget 0, goes on although it ranks last: it may still get there."""
     storage = Storage(str(tmp_path))
-    book, (good, bad) = book_with(("m", 0.5, [(10, 0.2, 0.9)]), ("m", 0.1, []))
+    book, (good, bad, high) = book_with(("m", 0.5, [(10, 0.0, 0.9)]), ("m", 0.1, []), ("m", 0.9, []))
     book.fidelity = {"rungs": "auto", "keep": 0.5, "margin": 0.02}
 
     def trial(tid):
         return type("Trial", (), {"config": {"trial": tid, "spec": {"steps": 30, "eval": {"every": 10}}}})
     stopper = DominatedStopper(book, storage, "run", min_steps=20, margin=0.05)
-    stopper.on_trial_result(None, trial(good), {"step": 10, "rouge_forget": 0.2, "rouge_retain": 0.9})
+    stopper.on_trial_result(None, trial(good), {"step": 10, "rouge_forget": 0.0, "rouge_retain": 0.9})
     assert not storage.exists(f"run/trials/{good}/{STOP_MARKER}")
     stopper.on_trial_result(None, trial(bad), {"step": 10, "rouge_forget": 0.5, "rouge_retain": 0.5})
     reason = storage.read_bytes(f"run/trials/{bad}/{STOP_MARKER}").decode()
     assert reason.startswith("stopped at rung 10") and "ranks 2 of 2" in reason
+    stopper.on_trial_result(None, trial(high), {"step": 10, "rouge_forget": 0.6, "rouge_retain": 0.95})
+    assert not storage.exists(f"run/trials/{high}/{STOP_MARKER}")
     book.fidelity["keep"] = 1.0  # every configuration at the rung goes on: no stop at the rung
     book2, (_, other) = book_with(("m", 0.5, [(10, 0.2, 0.9)]), ("m", 0.1, []))
     book2.fidelity = book.fidelity

@@ -18,12 +18,17 @@ good on both objectives beats it on one; <= 0 on the front). A trial continues w
 reached the rung (ASHA's top 1/eta, over the front). A point that adds no hypervolume against the
 reference (for ROUGE: forget 1, retain 0; a collapsed model's forget 0 with retain 0 is one) is never on
 the front: such a trial stops at its first rung, since it would otherwise count as the front's forget-0 end.
+A trial whose retain is above the front's end at forget 0 always continues (``may_reach_ideal``): it may still
+get there above it, and intermediate points say little about where a trajectory ends.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+#: A first-objective value this close to its ideal (ROUGE forget 0) has reached it: one question in a few hundred.
+IDEAL_TOLERANCE = 0.005
 
 #: Settings of ``search: {fidelity: ...}``; ``rungs: auto`` = every evaluation step before the last.
 DEFAULT_FIDELITY = {"rungs": "auto", "keep": 0.5, "margin": 0.02}
@@ -57,6 +62,27 @@ def reference(objectives) -> tuple | None:
     if not objectives or not set(objectives) <= BOUNDED:
         return None
     return tuple(1.0 if SENSES[o] == "min" else 0.0 for o in objectives)
+
+
+def ideal_end(points, ref, senses) -> float:
+    """The best second objective (oriented: larger is better) among ``points`` whose first objective is at
+    its ideal (0 for ROUGE forget: the front's forget-0 end); -inf when none is, or without a reference."""
+    if ref is None:
+        return -math.inf
+    ideal, orient = 1.0 - ref[0], 1.0 if senses[1] == "max" else -1.0
+    return max((orient * p[-1] for p in points if abs(p[-2] - ideal) <= IDEAL_TOLERANCE), default=-math.inf)
+
+
+def may_reach_ideal(point, others, ref, senses) -> bool:
+    """Whether a trajectory at ``point`` could still move the front's end at the first objective's ideal:
+    its second objective beats every other point's there. Unlearning lowers both objectives as it goes (forget
+    down, retain with it), so the best such a trajectory can still add is the ideal at its current retain;
+    the trajectories that end best on a front cross to forget 0 late, from high retain, and rank low at the
+    earlier rungs (benchmarks/RESULTS.md, issue 22)."""
+    if ref is None or adds_nothing(point, ref, senses):
+        return False
+    orient = 1.0 if senses[1] == "max" else -1.0
+    return abs(point[0] - (1.0 - ref[0])) > IDEAL_TOLERANCE and orient * point[1] > ideal_end(others, ref, senses)
 
 
 def front_depth(point, others, senses, ref=None) -> float:

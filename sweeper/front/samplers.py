@@ -45,10 +45,10 @@ import importlib.util
 
 import numpy as np
 
+from sweeper.front.promotion import IDEAL_TOLERANCE, ideal_end
+
 #: Two configurations closer than this (max-norm in the unit cube) count as the same point.
 SAME_POINT = 0.02
-#: A point this close to the forget objective's ideal has reached it (ROUGE: one question in a few hundred).
-DOSE_TOLERANCE = 0.005
 #: The gap sampler's Gaussian-process move needs Optuna (the ``[search]`` extra); without it, it is skipped.
 HAS_OPTUNA = importlib.util.find_spec("optuna") is not None
 
@@ -81,12 +81,13 @@ class GapSampler:
         fills = [(u, f"largest front gap ({area:.3g} of the scaled objective square) {why}")
                  for area, u, why in self._gaps(finished, anchor)]
         moves = self._modelled(finished, pending) + self._improvements(finished, taken)
-        dosed = self._dosed(finished)
-        # Fill on even proposals after the start; on odd ones a dose move and an improving move take turns;
-        # each falls back on the others.
+        dosed, knee = self._dosed(finished), self._knee_steps(finished, taken)
+        # Fill on even proposals after the start; on odd ones a dose move, a knee step and an improving move
+        # take turns; each falls back on the others.
         turn = self.proposed - len(self.start)
-        order = (fills + dosed + moves) if turn % 2 == 0 else \
-            (dosed + moves + fills) if turn % 4 == 1 else (moves + dosed + fills)
+        odd = [dosed, knee, moves]
+        odd = odd[(turn // 2) % 3:] + odd[:(turn // 2) % 3]
+        order = fills + dosed + knee + moves if turn % 2 == 0 else sum(odd, []) + fills
         for u, why in order:
             if not _near(u, taken):
                 return self._take(u, why)
@@ -169,52 +170,101 @@ class GapSampler:
                     moves.append((v, f"at the lowest lr, coordinate {d + 1} moved {sign * 2 * self.STEP:+.2g}"))
         return moves
 
-    def _dosed(self, finished):
-        """[(unit, why)]: a configuration at the learning rate that should bring its forget objective to its
-        ideal (ROUGE 0) at the last step, most promising first (the retain expected where it gets there, highest first).
+    def _knees(self, finished):
+        """(knees, end): for each configuration whose trajectory reached the forget objective's ideal between
+        two evaluations, or is on its way there, ``(k, lr at which its last step would land there, retain
+        expected there, how)``; and the front's best retain at the ideal so far (``ideal_end``, oriented).
 
         Unlearning with a constant learning rate goes about as far in s steps at lr as in s * k steps at
         lr / k (the *dose* lr x steps is what moves the weights, to first order), so a trajectory's
-        evaluated steps say what another lr would reach at the last step. A configuration that reached the
-        ideal between two evaluations (steps s0 < s1) is run at lr x (s0 + s1) / 2 / last: its last step lands
-        inside the interval where the coarse evaluations saw nothing, the forget-0 end of the front, whose
-        retain a single configuration can carry (benchmarks/RESULTS.md, issue 22). One that ran all its steps
-        and is still on its way is run at the lr its last two points extrapolate to (at most twice its lr).
-        Only moves whose expected retain beats the front's best at the ideal so far are offered.
-        Needs the lr searched (``lr_axis``) and a bounded first objective (``ref``)."""
+        evaluated steps say what another lr would reach at the last step. Reached between steps s0 < s1:
+        lr x (s0 + s1) / 2 / last (the last step lands inside the interval the coarse evaluations skipped);
+        on its way at the last step: the lr its last two points extrapolate to (none beyond twice its lr: a
+        plateau, such as MUSE's VerbMem floor above 0). Needs ``lr_axis`` and a bounded first objective."""
         if self.lr_axis is None or self.ref is None:
-            return []
+            return [], -np.inf
         axis, lr_range = self.lr_axis
         ideal = 1.0 - self.ref[0]  # bounded in [0, 1]: 0 for a minimised objective, 1 for a maximised one
         tracks = [sorted(tuple(p) for p in pts if len(tuple(p)) == 3) for _, pts in finished]
         last = max((t[-1][0] for t in tracks if t), default=0)
-        # The retain (second objective) of the front's end at the ideal so far: a move must promise better.
-        orient = 1.0 if self.senses[1] == "max" else -1.0
-        at_ideal = [orient * y for t in tracks for _, x, y in t if abs(x - ideal) <= DOSE_TOLERANCE]
-        end = max(at_ideal, default=-np.inf)
-        candidates = []
+        knees = []
         for k, ((u, _), track) in enumerate(zip(finished, tracks)):
             off = [abs(x - ideal) for _, x, _ in track]
-            hit = next((j for j, d in enumerate(off) if d <= DOSE_TOLERANCE), None)
+            hit = next((j for j, d in enumerate(off) if d <= IDEAL_TOLERANCE), None)
             if hit:  # reached between the evaluations hit - 1 and hit (at the first: the No-unlearn fill's job)
                 (s0, _, y0), (s1, _, y1) = track[hit - 1], track[hit]
                 target, promise = (s0 + s1) / 2, (y0 + y1) / 2
                 how = f"reached the forget ideal between steps {s0} and {s1}"
             elif hit is None and len(track) >= 2 and track[-1][0] == last and off[-2] > off[-1]:
                 (sa, _, ya), (sb, _, yb) = track[-2], track[-1]
-                target = min(2 * last, sb + off[-1] * (sb - sa) / (off[-2] - off[-1]))
+                target = sb + off[-1] * (sb - sa) / (off[-2] - off[-1])
+                if target > 2 * last:
+                    continue
                 promise = min(yb, yb + (yb - ya) * (target - sb) / (sb - sa))  # retain there, extrapolated too
                 how = f"on its way to the forget ideal at step {sb} ({off[-1]:.3g} short)"
             else:
                 continue
-            if orient * promise <= end:
+            knees.append((k, lr_range.value(u[axis]) * target / last, promise, how, target / last))
+        return knees, ideal_end([p for t in tracks for p in t], self.ref, self.senses)
+
+    def _promising(self, promise, end) -> bool:
+        """Whether retain ``promise`` at the ideal beats the front's end there and the reference."""
+        orient = 1.0 if self.senses[1] == "max" else -1.0
+        return orient * promise > max(end, orient * self.ref[1])
+
+    def _dosed(self, finished):
+        """[(unit, why)]: a configuration again at the lr that brings its forget objective to its ideal (ROUGE 0)
+        at the last step (``_knees``), the retain expected there highest first; only where that beats the
+        front's end at the ideal so far (and the reference)."""
+        knees, end = self._knees(finished)
+        axis, lr_range = self.lr_axis or (None, None)
+        last = max((tuple(p)[0] for _, pts in finished for p in pts if len(tuple(p)) == 3), default=0)
+        moves = []
+        for k, lr, promise, how, factor in sorted(knees, key=lambda q: -q[2]):
+            if not self._promising(promise, end):
                 continue
-            v = np.asarray(u, float).copy()
-            v[axis] = min(1.0, max(0.0, lr_range.unit(lr_range.value(v[axis]) * target / last)))
-            if abs(v[axis] - u[axis]) >= SAME_POINT:
-                candidates.append((-promise, k, v, f"dose move: configuration {k + 1} {how}; lr x "
-                                                   f"{target / last:.2f} to reach it at step {last}"))
-        return [(v, why) for _, _, v, why in sorted(candidates, key=lambda c: c[:2])]
+            v = np.asarray(finished[k][0], float).copy()
+            v[axis] = min(1.0, max(0.0, lr_range.unit(lr)))
+            if abs(v[axis] - finished[k][0][axis]) >= SAME_POINT:
+                moves.append((v, f"dose move: configuration {k + 1} {how}; lr x {factor:.2f} to reach it at step {last}"))
+        return moves
+
+    def _knee_steps(self, finished, taken):
+        """[(unit, why)]: steps along the front's forget-0 end. Around the configuration with the best knee (the
+        best retain reached at the ideal, else expected there), each other coordinate moved by a local step,
+        the way the knees' retain rises first, with the lr at which the knees' model puts the ideal at the
+        last step there: log(knee lr) fitted linearly in the other coordinates over every knee (constant with
+        one). A plain local step keeps the lr, so it lands off the knee wherever the method parameter changes
+        how fast forgetting goes (GDiff's c: a larger c needs a larger dose)."""
+        knees, _ = self._knees(finished)
+        if not knees or self.dims < 2:
+            return []
+        axis, lr_range = self.lr_axis
+        others = [d for d in range(self.dims) if d != axis]
+        units = np.array([finished[k][0] for k, *_ in knees], float)[:, others]
+        logs = np.log([lr for _, lr, *_ in knees])
+        promises = np.array([p for _, _, p, *_ in knees])
+        orient = 1.0 if self.senses[1] == "max" else -1.0
+        design = np.column_stack([np.ones(len(knees)), units])
+        coef = np.linalg.lstsq(design, logs, rcond=None)[0] if len(knees) > len(others) else \
+            np.r_[logs.mean(), np.zeros(len(others))]
+        best = int(np.argmax(orient * promises))
+        base = np.asarray(finished[knees[best][0]][0], float)
+        near = sum(np.max(np.abs(t - base)) < 1.5 * self.STEP for t in taken) - 1
+        r = self.STEP / 2 ** max(0, near // (2 * len(others)))
+        moves = []
+        for i, d in enumerate(others):
+            slope = float(np.cov(units[:, i], orient * promises)[0, 1]) if len(knees) > 1 else 0.0
+            for sign in sorted((1, -1), key=lambda g: -g * slope if slope else -g):
+                v = base.copy()
+                v[d] = min(1.0, max(0.0, v[d] + sign * r))
+                if abs(v[d] - base[d]) < r / 2:
+                    continue
+                lr = float(np.exp(coef[0] + coef[1:] @ v[others]))
+                v[axis] = min(1.0, max(0.0, lr_range.unit(lr)))
+                moves.append((v, f"knee step ({sign * r:+.3g} on coordinate {d + 1}) from configuration "
+                                 f"{knees[best][0] + 1}, lr {lr:.3g} from the knees' model"))
+        return moves
 
     def _modelled(self, finished, pending):
         """[(unit, why)]: where a Gaussian process over the unit cube expects the largest improvement of a

@@ -35,7 +35,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from sweeper.grid.spec import TrialSpec
-from sweeper.front.promotion import adds_nothing, front_depth, promote, reference, rung_steps, steps_used
+from sweeper.front.promotion import (adds_nothing, front_depth, may_reach_ideal, promote, reference, rung_steps,
+                                     steps_used)
 from sweeper.front.samplers import make_sampler
 from sweeper.store.records import STOP_MARKER, baseline_id
 from sweeper.front.studies import FrontSearch, Study
@@ -118,6 +119,8 @@ class FrontBook:
         def depth(t):
             return front_depth(at(t), [at(u) for u in peers if self.config.get(u) != self.config.get(t)], self.senses,
                                self.ref)
+        if may_reach_ideal(at(trial_id), [p[1:] for _, p in self.others(trial_id)], self.ref, self.senses):
+            return None  # above the front's end at the ideal: it may still cross there (any step counts)
         go_on, why = promote(depth(trial_id), [depth(t) for t in peers], keep, margin)
         return None if go_on else f"stopped at rung {rung} (step {max(self.points[trial_id])[0]}): {why}"
 
