@@ -8,8 +8,8 @@ configurations still running::
     sampler = make_sampler("gap", dims=2, senses=("min", "max"), seed=0, initial=3)
     unit, reason = sampler.propose(finished=[([0.2, 0.5], [(0.9, 0.8), (0.6, 0.7)])], pending=[[0.8, 0.1]])
 
-``gap`` (ours): a Latin-hypercube start, then proposals that alternate between a fill and a dose or an
-improving move:
+``gap`` (ours): a Latin-hypercube start, then a fill on every other proposal and, between fills, a dose
+move, a knee step and an improving move in turn (each falls back on the others):
 
 * *fill*: the midpoint between the two configurations whose front points bound the largest empty
   rectangle of the current front, in objectives scaled to the points' spread. When the learning rate is
@@ -18,11 +18,15 @@ improving move:
   configuration at a lower learning rate (half way down its unit coordinate; within 0.2 of the range's
   lower end, at that end; already there, 0.2 along the end on each other coordinate, the way that makes
   the first evaluated points lighter first).
-* *dose* (in turn with *improve*): unlearning with a constant lr goes about as far in s steps at lr as in
+* *dose*: unlearning with a constant lr goes about as far in s steps at lr as in
   s * k steps at lr / k, so a trajectory's evaluated steps say which lr brings forget to its ideal (ROUGE
   0) at the last step: a configuration that got there between two evaluations is run again at the lr that
   lands the last step in that interval, one still on its way at the lr its last two points extrapolate to;
   the one whose retain there promises most first, only above the front's best retain at forget 0.
+* *knee step*: around the configuration with the best such *knee*, each other coordinate moved by a
+  local step (the way the knees' retain rises first) at the lr the knees put the crossing at the last
+  step (log lr linear in the coordinates, fitted over every knee): a method parameter changes how fast forgetting goes, so a
+  plain local step at the same lr lands off the knee.
 * *improve*: first where a Gaussian process over the unit cube expects the largest improvement of a
   configuration's own hypervolume (its points' area against the objectives' reference: one configuration
   that reaches forget 0 at high retain carries most of a front's hypervolume; Optuna's ``GPSampler``,
@@ -78,19 +82,19 @@ class GapSampler:
             return self._take(self.start[self.proposed], "initial Latin-hypercube point")
         if not finished:
             return None
-        fills = [(u, f"largest front gap ({area:.3g} of the scaled objective square) {why}")
-                 for area, u, why in self._gaps(finished, anchor)]
-        moves = self._modelled(finished, pending) + self._improvements(finished, taken)
-        dosed, knee = self._dosed(finished), self._knee_steps(finished, taken)
         # Fill on even proposals after the start; on odd ones a dose move, a knee step and an improving move
-        # take turns; each falls back on the others.
+        # take turns; each falls back on the others. Built lazily: the improving moves fit a Gaussian process.
+        fills = lambda: [(u, f"largest front gap ({area:.3g} of the scaled objective square) {why}")  # noqa: E731
+                         for area, u, why in self._gaps(finished, anchor)]
+        odd = [lambda: self._dosed(finished), lambda: self._knee_steps(finished, taken),
+               lambda: self._modelled(finished, pending) + self._improvements(finished, taken)]
         turn = self.proposed - len(self.start)
-        odd = [dosed, knee, moves]
-        odd = odd[(turn // 2) % 3:] + odd[:(turn // 2) % 3]
-        order = fills + dosed + knee + moves if turn % 2 == 0 else sum(odd, []) + fills
-        for u, why in order:
-            if not _near(u, taken):
-                return self._take(u, why)
+        shift = (turn // 2) % 3
+        odd = odd[shift:] + odd[:shift]
+        for moves in ([fills, *odd] if turn % 2 == 0 else [*odd, fills]):
+            for u, why in moves():
+                if not _near(u, taken):
+                    return self._take(u, why)
         far = max(self.explore, key=lambda u: min((np.max(np.abs(u - t)) for t in taken), default=1.0))
         return self._take(far, "no open front gap left: the point farthest from every tried configuration")
 
@@ -245,11 +249,15 @@ class GapSampler:
         logs = np.log([lr for _, lr, *_ in knees])
         promises = np.array([p for _, _, p, *_ in knees])
         orient = 1.0 if self.senses[1] == "max" else -1.0
-        design = np.column_stack([np.ones(len(knees)), units])
-        coef = np.linalg.lstsq(design, logs, rcond=None)[0] if len(knees) > len(others) else \
-            np.r_[logs.mean(), np.zeros(len(others))]
         best = int(np.argmax(orient * promises))
         base = np.asarray(finished[knees[best][0]][0], float)
+        # The knee lr's slope in the other coordinates, fitted over every knee (none with too few knees).
+        # Knees near the base only did worse on the tuning task: with none near, the step keeps the base's
+        # lr, and a larger c then never reaches forget 0 (benchmarks/RESULTS.md, issue 22).
+        slope_lr = np.zeros(len(others))
+        if len(knees) > len(others):
+            design = np.column_stack([np.ones(len(knees)), units])
+            slope_lr = np.linalg.lstsq(design, logs, rcond=None)[0][1:]
         near = sum(np.max(np.abs(t - base)) < 1.5 * self.STEP for t in taken) - 1
         r = self.STEP / 2 ** max(0, near // (2 * len(others)))
         moves = []
@@ -260,7 +268,7 @@ class GapSampler:
                 v[d] = min(1.0, max(0.0, v[d] + sign * r))
                 if abs(v[d] - base[d]) < r / 2:
                     continue
-                lr = float(np.exp(coef[0] + coef[1:] @ v[others]))
+                lr = float(np.exp(logs[best] + slope_lr @ (v[others] - base[others])))
                 v[axis] = min(1.0, max(0.0, lr_range.unit(lr)))
                 moves.append((v, f"knee step ({sign * r:+.3g} on coordinate {d + 1}) from configuration "
                                  f"{knees[best][0] + 1}, lr {lr:.3g} from the knees' model"))
@@ -330,11 +338,20 @@ class GapSampler:
 def gp_maximum(units, values, pending, dims: int, seed: int) -> np.ndarray:
     """The unit-cube point where Optuna's ``GPSampler`` (Matern-5/2 GP, log expected improvement) would try
     next to maximise ``values`` observed at ``units``; ``pending`` points are told the lowest value."""
-    import warnings
-
     import optuna
+    import torch
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = {f"u{i}": optuna.distributions.FloatDistribution(0.0, 1.0) for i in range(dims)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the searcher shares the driver's cores with running trials: 0.08 s a fit, not 0.3
+    try:
+        return _gp_ask(optuna, space, units, values, pending, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _gp_ask(optuna, space, units, values, pending, seed) -> np.ndarray:
+    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # GPSampler is "experimental" in Optuna's terms
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.GPSampler(seed=seed,
@@ -344,7 +361,7 @@ def gp_maximum(units, values, pending, dims: int, seed: int) -> np.ndarray:
             study.add_trial(optuna.trial.create_trial(params={f"u{i}": float(x) for i, x in enumerate(u)},
                                                       distributions=space, values=[float(v)]))
         trial = study.ask(space)
-    return np.array([trial.params[f"u{i}"] for i in range(dims)])
+    return np.array([trial.params[f"u{i}"] for i in range(len(space))])
 
 
 def _lightness_slope(units, z, owner, d) -> float:
