@@ -164,6 +164,9 @@ def test_a_knee_step_moves_the_method_parameter_with_the_lr_the_knees_predict():
     assert up[0] == pytest.approx(0.8) and lr.value(up[1]) == pytest.approx(1e-3 * 40 / 30 * ratio, rel=2e-3)
     assert down[0] == pytest.approx(0.6) and lr.value(down[1]) == pytest.approx(1e-3 * 40 / 30 / ratio, rel=2e-3)
     assert "knee step (+0.1 on coordinate 1) from configuration 2" in why_up
+    # a knee whose retain there adds nothing (a collapse on its way to forget 0) is not followed
+    collapsing = ([0.7, at], [(10, 0.5, 0.3), (20, 0.3, 0.1), (30, 0.15, 0.05)])
+    assert s._knee_steps([collapsing], taken=[np.array(collapsing[0])]) == []
     # one knee: its own lr; no searched lr or a single coordinate: no knee steps
     (one, _), _ = s._knee_steps([high], taken=[np.array(high[0])])
     assert lr.value(one[1]) == pytest.approx(1e-3 * 40 / 30, rel=2e-3)

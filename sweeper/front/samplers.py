@@ -250,6 +250,8 @@ class GapSampler:
         promises = np.array([p for _, _, p, *_ in knees])
         orient = 1.0 if self.senses[1] == "max" else -1.0
         best = int(np.argmax(orient * promises))
+        if not self._promising(promises[best], -np.inf):  # the best knee adds nothing: no knee to follow
+            return []
         base = np.asarray(finished[knees[best][0]][0], float)
         # The knee lr's slope in the other coordinates, fitted over every knee (none with too few knees).
         # Knees near the base only did worse on the tuning task: with none near, the step keeps the base's
