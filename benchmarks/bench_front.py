@@ -1,8 +1,9 @@
 """Front search vs grid on three tasks: hypervolume reached with N full trials' worth of steps against a 3N-trial grid.
 
-    .venv/bin/python benchmarks/bench_front.py --grid-shifts 3         # 3 tasks x search seeds 0-4, N = 8 (~25 min on 2 CPUs);
-                                                                       # each grid at 3 more placements after its searches
-                                                                       # (grid luck; device-s: the mean of the 4 grid runs)
+    .venv/bin/python benchmarks/bench_front.py --seeds 0 1 2 3 4 5 6 7 8 9 --grid-shifts 3
+                                 # 3 tasks x search seeds 0-9, N = 8 (~20 min on 2 CPUs; benchmarks/RESULTS.md's table);
+                                 # each grid at 3 more placements after its searches (how much of a grid's
+                                 # hypervolume is where its lattice falls; device-s: the mean of the 4 grid runs)
     .venv/bin/python benchmarks/bench_front.py --tasks gdiff_gpt2 --seeds 0 1 --no-write   # one task, two seeds
     .venv/bin/python benchmarks/bench_front.py --quick                 # N = 4, one seed, the tuning task: a smoke run
     .venv/bin/python benchmarks/bench_front.py --storage /tmp/front --tag b   # keep the runs; reuses the cached targets
