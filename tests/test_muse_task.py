@@ -191,8 +191,8 @@ def test_grid_unknown_muse_key_is_one_sentence(tmp_path):
 def test_knowmem_in_target_trains_the_target_on_the_knowmem_prompts(env, tmp_path):
     """A tiny twin cannot answer KnowMem questions from the articles alone (MUSE's 7B targets can);
     ``knowmem_in_target`` also trains the target on each QA pair as KnowMem asks it, so the utility axis
-    (KnowMem retain) starts high and unlearning can lower it."""
-    task, plain_splits, tok, plain_model, *_ = env
+    (KnowMem retain) starts high and unlearning can lower it (the training itself: the slow test below)."""
+    task, _, tok, plain_model, *_ = env
     data = {"kind": "muse", **task.data_defaults, "n_articles": 12, "knowmem_in_target": True}
     splits = task.prepare(data, str(tmp_path))
     splits, _ = task.fit_lengths(splits, tok, {**data, "name": "news"}, "tiny-gpt2", 256)
@@ -215,11 +215,33 @@ def test_knowmem_in_target_trains_the_target_on_the_knowmem_prompts(env, tmp_pat
     assert full == splits["forget"] + splits["target_qa_forget"] + splits["retain"] + splits["retain2"] + \
         splits["target_qa_retain"]
     assert retain_only == splits["retain"] + splits["retain2"] + splits["target_qa_retain"]
+
+
+@pytest.mark.slow
+def test_knowmem_in_target_lifts_the_twins_knowmem_retain(env, tmp_path):
+    """Trained on its KnowMem QA too, the tiny twin answers its retain questions (~10 s)."""
+    task, plain_splits, tok, plain_model, *_ = env
+    data = {"kind": "muse", **task.data_defaults, "n_articles": 12, "knowmem_in_target": True}
+    splits, _ = task.fit_lengths(task.prepare(data, str(tmp_path)), tok, {**data, "name": "news"}, "tiny-gpt2", 256)
+    full = task.train_rows(splits, "full")
     model = task.build_model(MODEL, tok, seed=0)
     fine_tune(task, model, tok, full, splits, {**RECIPE, "exact_match_gate": 0.95}, log=lambda _: None)
     with_qa = task.curve_metrics(model, tok, splits, EVAL)["rouge_retain"]
     without = task.curve_metrics(plain_model, tok, plain_splits, EVAL)["rouge_retain"]
     assert with_qa >= 0.5 and with_qa > without + 0.25, (with_qa, without)
+
+
+def test_knowmem_in_target_off_keeps_the_ids_runs_had_before_the_key(tmp_path):
+    """A key added later does, at its default, what runs did before it existed: their targets and trials
+    keep their hashes (a resumed run finds them); turned on, both change."""
+    base = {"name": "news", "kind": "muse", "source": "builtin", "n_articles": 12}
+    before = expand(load_grid(_grid(tmp_path, base)))[0]
+    data = {k: v for k, v in before.data.items() if k != "knowmem_in_target"}   # a spec of an older run
+    from dataclasses import replace
+    old = replace(before, data=data)
+    assert (old.target_hash, old.config_hash) == (before.target_hash, before.config_hash)
+    on = expand(load_grid(_grid(tmp_path, {**base, "knowmem_in_target": True})))[0]
+    assert on.target_hash != before.target_hash and on.config_hash != before.config_hash
 
 
 def test_grid_bad_muse_values(tmp_path):

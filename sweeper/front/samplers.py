@@ -25,8 +25,8 @@ move, a knee step and an improving move in turn (each falls back on the others):
   the one whose retain there promises most first, only above the front's best retain at forget 0.
 * *knee step*: around the configuration with the best such *knee*, each other coordinate moved by a
   local step (the way the knees' retain rises first) at the lr the knees put the crossing at the last
-  step (log lr linear in the coordinates, fitted over every knee): a method parameter changes how fast forgetting goes, so a
-  plain local step at the same lr lands off the knee.
+  step (log lr linear in the coordinates, fitted over every knee): a method parameter changes how fast
+  forgetting goes, so a plain local step at the same lr lands off the knee.
 * *improve*: first where a Gaussian process over the unit cube expects the largest improvement of a
   configuration's own hypervolume (its points' area against the objectives' reference: one configuration
   that reaches forget 0 at high retain carries most of a front's hypervolume; Optuna's ``GPSampler``,
@@ -177,7 +177,8 @@ class GapSampler:
     def _knees(self, finished):
         """(knees, end): for each configuration whose trajectory reached the forget objective's ideal between
         two evaluations, or is on its way there, ``(k, lr at which its last step would land there, retain
-        expected there, how)``; and the front's best retain at the ideal so far (``ideal_end``, oriented).
+        expected there, how, that lr / its lr)``; and the front's best retain at the ideal so far
+        (``ideal_end``, oriented).
 
         Unlearning with a constant learning rate goes about as far in s steps at lr as in s * k steps at
         lr / k (the *dose* lr x steps is what moves the weights, to first order), so a trajectory's
@@ -230,7 +231,8 @@ class GapSampler:
             v = np.asarray(finished[k][0], float).copy()
             v[axis] = min(1.0, max(0.0, lr_range.unit(lr)))
             if abs(v[axis] - finished[k][0][axis]) >= SAME_POINT:
-                moves.append((v, f"dose move: configuration {k + 1} {how}; lr x {factor:.2f} to reach it at step {last}"))
+                moves.append((v, f"dose move: configuration {k + 1} {how}; lr x {factor:.2f} to reach it at "
+                                 f"step {last}"))
         return moves
 
     def _knee_steps(self, finished, taken):

@@ -78,6 +78,7 @@ class TrialSpec:
             d.pop("search")
         if d.get("retain_loss", "nll") == "nll" and not d.get("retain_loss_params"):
             d.pop("retain_loss", None), d.pop("retain_loss_params", None)   # ... and before retain losses
+        d["data"] = hashed_data(d["data"])
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -122,6 +123,16 @@ def published_source(model: dict, data: dict, variant: str = "full") -> str | No
     return str(source).format(forget_split=split, retain_split=retain)
 
 
+#: Data keys added after targets and trials were first hashed, with the value that does what runs did
+#: before the key existed: at that value the key is left out of the hashes, so those runs keep their ids.
+ADDED_DATA_KEYS = {"knowmem_in_target": False}
+
+
+def hashed_data(data: dict) -> dict:
+    """``data`` as the hashes see it: an added key (``ADDED_DATA_KEYS``) at its old behaviour left out."""
+    return {k: v for k, v in data.items() if k not in ADDED_DATA_KEYS or v != ADDED_DATA_KEYS[k]}
+
+
 def target_hash(model: dict, data: dict, recipe: dict, variant: str = "full") -> str:
     """Content hash of what determines a target: the model (with its template and, for a published
     checkpoint, its source and folder fingerprint), the data, the fine-tune recipe (unless nothing is
@@ -130,7 +141,7 @@ def target_hash(model: dict, data: dict, recipe: dict, variant: str = "full") ->
     m = {**MODEL_DEFAULTS, **model}
     source = published_source(m, data, variant)
     key = {"model": {k: m[k] for k in ("name", "dtype", "trust_remote_code", "template", "tokenizer")},
-           "data": data, "format": TARGET_FORMAT}
+           "data": hashed_data(data), "format": TARGET_FORMAT}
     if source:
         key["source"] = source
         key["fingerprint"] = (m.get("fingerprints") or {}).get(source)

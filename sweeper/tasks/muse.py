@@ -50,7 +50,8 @@ Evaluation (``evaluate``) uses the whole verbmem / knowmem splits:
 
 Prompts must fit the model's context (``n_positions`` / ``max_position_embeddings``, 256 for the tiny
 twins): in-context pairs are dropped from the front until the longest KnowMem prompt of the whole split
-plus 32 new tokens fits (``knowmem_icl``: the same pairs for every subset evaluated), and a VerbMem prompt that is still too long keeps its last tokens.
+plus 32 new tokens fits (``knowmem_icl``: the same pairs for every subset evaluated and for the target's
+QA rows), and a VerbMem prompt that is still too long keeps its last tokens.
 """
 from __future__ import annotations
 
