@@ -187,8 +187,10 @@ def main(argv=None) -> dict:
                     launch(grid_doc(task, grid_name + suffix, None, args.n, shift), storage, work, address)
                     other = measure(os.path.join(storage, grid_name + suffix))
                     grid.setdefault("device_s_runs", [grid["device_s"]]).append(other["device_s"])
-                    grid["hv_again" if not shift else "hv_shifts"] = other["hv"] if not shift else \
-                        grid.get("hv_shifts", []) + [other["hv"]]
+                    if shift:
+                        grid.setdefault("hv_shifts", []).append(other["hv"])
+                    else:
+                        grid["hv_again"] = other["hv"]
                 if runs:
                     grid["device_s"] = statistics.mean(grid["device_s_runs"])
                     print(json.dumps(grid), flush=True)

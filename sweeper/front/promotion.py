@@ -64,13 +64,19 @@ def reference(objectives) -> tuple | None:
     return tuple(1.0 if SENSES[o] == "min" else 0.0 for o in objectives)
 
 
+def ideal(ref) -> float:
+    """The first objective's ideal for a [0, 1]-bounded pair with reference ``ref`` (its worst end): 0 for a
+    minimised objective such as ROUGE forget, 1 for a maximised one."""
+    return 1.0 - ref[0]
+
+
 def ideal_end(points, ref, senses) -> float:
     """The best second objective (oriented: larger is better) among ``points`` whose first objective is at
     its ideal (0 for ROUGE forget: the front's forget-0 end); -inf when none is, or without a reference."""
     if ref is None:
         return -math.inf
-    ideal, orient = 1.0 - ref[0], 1.0 if senses[1] == "max" else -1.0
-    return max((orient * p[-1] for p in points if abs(p[-2] - ideal) <= IDEAL_TOLERANCE), default=-math.inf)
+    target, orient = ideal(ref), 1.0 if senses[1] == "max" else -1.0
+    return max((orient * p[-1] for p in points if abs(p[-2] - target) <= IDEAL_TOLERANCE), default=-math.inf)
 
 
 def may_reach_ideal(point, others, ref, senses) -> bool:
@@ -82,7 +88,7 @@ def may_reach_ideal(point, others, ref, senses) -> bool:
     if ref is None or adds_nothing(point, ref, senses):
         return False
     orient = 1.0 if senses[1] == "max" else -1.0
-    return abs(point[0] - (1.0 - ref[0])) > IDEAL_TOLERANCE and orient * point[1] > ideal_end(others, ref, senses)
+    return abs(point[0] - ideal(ref)) > IDEAL_TOLERANCE and orient * point[1] > ideal_end(others, ref, senses)
 
 
 def front_depth(point, others, senses, ref=None) -> float:

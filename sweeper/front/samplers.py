@@ -49,7 +49,7 @@ import importlib.util
 
 import numpy as np
 
-from sweeper.front.promotion import IDEAL_TOLERANCE, ideal_end
+from sweeper.front.promotion import IDEAL_TOLERANCE, ideal, ideal_end
 
 #: Two configurations closer than this (max-norm in the unit cube) count as the same point.
 SAME_POINT = 0.02
@@ -175,10 +175,10 @@ class GapSampler:
         return moves
 
     def _knees(self, finished):
-        """(knees, end): for each configuration whose trajectory reached the forget objective's ideal between
-        two evaluations, or is on its way there, ``(k, lr at which its last step would land there, retain
-        expected there, how, that lr / its lr)``; and the front's best retain at the ideal so far
-        (``ideal_end``, oriented).
+        """(knees, end, last): for each configuration whose trajectory reached the forget objective's ideal
+        between two evaluations, or is on its way there, ``(k, lr at which its last step would land there, retain
+        expected there, how, that lr / its lr)``; the front's best retain at the ideal so far
+        (``ideal_end``, oriented); and the last step evaluated.
 
         Unlearning with a constant learning rate goes about as far in s steps at lr as in s * k steps at
         lr / k (the *dose* lr x steps is what moves the weights, to first order), so a trajectory's
@@ -187,14 +187,14 @@ class GapSampler:
         on its way at the last step: the lr its last two points extrapolate to (none beyond twice its lr: a
         plateau, such as MUSE's VerbMem floor above 0). Needs ``lr_axis`` and a bounded first objective."""
         if self.lr_axis is None or self.ref is None:
-            return [], -np.inf
+            return [], -np.inf, 0
         axis, lr_range = self.lr_axis
-        ideal = 1.0 - self.ref[0]  # bounded in [0, 1]: 0 for a minimised objective, 1 for a maximised one
+        target_x = ideal(self.ref)
         tracks = [sorted(tuple(p) for p in pts if len(tuple(p)) == 3) for _, pts in finished]
         last = max((t[-1][0] for t in tracks if t), default=0)
         knees = []
         for k, ((u, _), track) in enumerate(zip(finished, tracks)):
-            off = [abs(x - ideal) for _, x, _ in track]
+            off = [abs(x - target_x) for _, x, _ in track]
             hit = next((j for j, d in enumerate(off) if d <= IDEAL_TOLERANCE), None)
             if hit:  # reached between the evaluations hit - 1 and hit (at the first: the No-unlearn fill's job)
                 (s0, _, y0), (s1, _, y1) = track[hit - 1], track[hit]
@@ -210,7 +210,7 @@ class GapSampler:
             else:
                 continue
             knees.append((k, lr_range.value(u[axis]) * target / last, promise, how, target / last))
-        return knees, ideal_end([p for t in tracks for p in t], self.ref, self.senses)
+        return knees, ideal_end([p for t in tracks for p in t], self.ref, self.senses), last
 
     def _promising(self, promise, end) -> bool:
         """Whether retain ``promise`` at the ideal beats the front's end there and the reference."""
@@ -221,9 +221,8 @@ class GapSampler:
         """[(unit, why)]: a configuration again at the lr that brings its forget objective to its ideal (ROUGE 0)
         at the last step (``_knees``), the retain expected there highest first; only where that beats the
         front's end at the ideal so far (and the reference)."""
-        knees, end = self._knees(finished)
+        knees, end, last = self._knees(finished)
         axis, lr_range = self.lr_axis or (None, None)
-        last = max((tuple(p)[0] for _, pts in finished for p in pts if len(tuple(p)) == 3), default=0)
         moves = []
         for k, lr, promise, how, factor in sorted(knees, key=lambda q: -q[2]):
             if not self._promising(promise, end):
@@ -242,7 +241,7 @@ class GapSampler:
         last step there: log(knee lr) fitted linearly in the other coordinates over every knee (constant with
         one). A plain local step keeps the lr, so it lands off the knee wherever the method parameter changes
         how fast forgetting goes (GDiff's c: a larger c needs a larger dose)."""
-        knees, _ = self._knees(finished)
+        knees, _, _ = self._knees(finished)
         if not knees or self.dims < 2:
             return []
         axis, lr_range = self.lr_axis
