@@ -6,7 +6,8 @@ a point that adds no hypervolume (a collapsed model's forget 0 with retain 0) is
 its trial stops at the first rung or by early stop; the No-unlearn gap at the lowest learning rate is
 filled along the range's end (lighter way first), not by ever closer learning rates; the Gaussian-process
 move goes where a configuration's own hypervolume is expected to improve; the dose move puts a
-configuration's last step where its trajectory reached forget 0."""
+configuration's last step where its trajectory reached forget 0; the knee step line-searches the method
+parameter at the best knee's lr; the start keeps the learning rate in the middle of its range."""
 from __future__ import annotations
 
 import math
@@ -118,8 +119,8 @@ def test_the_dose_move_puts_the_last_step_where_forget_reaches_its_ideal():
     assert "configuration 2 on its way" in why1 and "lr x 1.67 to reach it at step 30" in why1
     assert second[0] == 0.8 and lr.value(second[1]) == pytest.approx(1e-3 * 15 / 30, rel=1e-3)
     assert "configuration 1 reached the forget ideal between steps 10 and 20" in why2
-    # a front whose forget-0 end already has retain 0.9 leaves only the move that promises more
-    better = ([0.5, 0.5], [(30, 0.0, 0.9)])
+    # a front whose forget-0 end already has retain 0.85 leaves only the move that promises more
+    better = ([0.5, 0.5], [(30, 0.0, 0.85)])
     assert [m[1] for m in s._dosed([crossed, on_way, collapsed, better])] == [why1]
     # at most twice the lr (beyond: a plateau, such as MUSE's VerbMem floor above 0), a promise above the
     # reference, and nothing without a searched lr or a bounded forget objective
@@ -129,6 +130,9 @@ def test_the_dose_move_puts_the_last_step_where_forget_reaches_its_ideal():
     assert s._dosed([([0.9, at], [(20, 0.2, 0.6), (30, 0.1, 0.2)])]) == []   # retain there: below 0
     assert GapSampler(dims=2, senses=SENSES, seed=0, initial=0, ref=REF)._dosed([crossed, on_way]) == []
     assert GapSampler(dims=2, senses=SENSES, seed=0, initial=0, lr_axis=(1, lr))._dosed([crossed, on_way]) == []
+    # a trajectory a sliver from the ideal: forget 0 there adds under MIN_DOSE_GAIN (0.01 x 0.3 here)
+    sliver = ([0.9, at], [(20, 0.05, 0.92), (30, 0.01, 0.9)])
+    assert s._dosed([([0.5, 0.5], [(30, 0.0, 0.6)]), sliver]) == []
     # in turn: after a fill, the dose move comes first
     s.proposed = 1
     u, why = s.propose([crossed, on_way, collapsed], [])
@@ -149,30 +153,45 @@ def test_a_trajectory_above_the_fronts_forget_0_end_may_still_reach_it():
     assert may_reach_ideal((0.5, 0.1), [], REF, SENSES) and not may_reach_ideal((0.5, 0.0), [], REF, SENSES)
 
 
-def test_a_knee_step_moves_the_method_parameter_with_the_lr_the_knees_predict():
-    """Around the best knee (the retain expected where forget reaches 0), a local step on the method
-    parameter, the way the knees' retain rises first, at the lr that log-linear model of the knees' lr puts
-    the crossing at the last step (a plain local step would keep the lr and land off the knee)."""
+def test_a_knee_step_line_searches_the_method_parameter_at_the_knees_lr():
+    """Around the best knee (the retain expected where forget reaches 0), the method parameter moves at that
+    knee's lr: first half the way to the range's end where the configurations' own hypervolume rises, then
+    local steps (0.1, 0.05, ...) that way first, then the other way."""
     from sweeper.grid.search_settings import Range
     lr = Range("lr", 3e-4, 3e-3, log=True)
     at = lr.unit(1e-3)
-    low = ([0.5, at], [(10, 0.5, 0.9), (20, 0.1, 0.7), (30, 0.0, 0.5)])     # knee lr 1e-3 x 25/30
-    high = ([0.7, at], [(10, 0.5, 0.98), (20, 0.3, 0.95), (30, 0.15, 0.93)])  # knee lr 1e-3 x 40/30
+    low = ([0.5, at], [(10, 0.5, 0.9), (20, 0.1, 0.55), (30, 0.0, 0.5)])    # knee: lr 1e-3 x 25/30, retain 0.525
+    high = ([0.7, at], [(10, 0.5, 0.98), (20, 0.3, 0.95), (30, 0.15, 0.93)])  # knee: lr 1e-3 x 40/30, retain 0.91
     s = GapSampler(dims=2, senses=SENSES, seed=0, initial=0, ref=REF, lr_axis=(1, lr))
-    (up, why_up), (down, _) = s._knee_steps([low, high], taken=[np.array(low[0]), np.array(high[0])])
-    ratio = (40 / 25) ** 0.5  # log lr is linear in c: half of c's spacing is half the log ratio
-    assert up[0] == pytest.approx(0.8) and lr.value(up[1]) == pytest.approx(1e-3 * 40 / 30 * ratio, rel=2e-3)
-    assert down[0] == pytest.approx(0.6) and lr.value(down[1]) == pytest.approx(1e-3 * 40 / 30 / ratio, rel=2e-3)
-    assert "knee step (+0.1 on coordinate 1) from configuration 2" in why_up
+    moves = s._knee_steps([low, high], taken=[])
+    knee_lr = lr.unit(1e-3 * 40 / 30)
+    assert [m[0][0] for m in moves[:3]] == [pytest.approx(0.85), pytest.approx(0.8), pytest.approx(0.6)]
+    assert all(m[0][1] == pytest.approx(knee_lr, abs=1e-3) for m in moves)  # the best knee's lr, every step
+    assert "knee step (+0.15 on coordinate 1) from configuration 2 at its knee's lr 0.00133" in moves[0][1]
+    # where the configurations' own hypervolume falls with c, the line goes down first
+    flipped = [([0.5, at], low[1]), ([0.3, at], high[1])]
+    assert s._knee_steps(flipped, taken=[])[0][0][0] == pytest.approx(0.15)
     # a knee whose retain there adds nothing (a collapse on its way to forget 0) is not followed
     collapsing = ([0.7, at], [(10, 0.5, 0.3), (20, 0.3, 0.1), (30, 0.15, 0.05)])
-    assert s._knee_steps([collapsing], taken=[np.array(collapsing[0])]) == []
-    # one knee: its own lr; no searched lr or a single coordinate: no knee steps
-    (one, _), _ = s._knee_steps([high], taken=[np.array(high[0])])
-    assert lr.value(one[1]) == pytest.approx(1e-3 * 40 / 30, rel=2e-3)
+    assert s._knee_steps([collapsing], taken=[]) == []
+    # no searched lr or a single coordinate: no knee steps
     assert GapSampler(dims=2, senses=SENSES, seed=0, initial=0, ref=REF)._knee_steps([low, high], []) == []
     assert GapSampler(dims=1, senses=SENSES, seed=0, initial=0, ref=REF, lr_axis=(0, lr))._knee_steps(
         [([at], low[1])], []) == []
-    # in turn: fill, dose move, fill, knee step, fill, improving move
-    s.proposed = 3
-    assert "knee step" in s.propose([low, high], [])[1]
+    # in turn: the dose move first, then the knee step (the dose move is running)
+    dose, why = s.propose([low, high], [])
+    assert "dose move: configuration 2" in why
+    assert "knee step (+0.15" in s.propose([low, high], [dose])[1]
+
+
+def test_the_start_spreads_the_method_parameter_and_keeps_the_lr_in_the_middle():
+    """A Latin hypercube over the box, with the learning rate squeezed into the middle fifth of its range:
+    the dose move corrects the lr from any trajectory, while a method parameter is learnt only by trying it."""
+    from sweeper.grid.search_settings import Range
+    lr = Range("lr", 3e-4, 3e-3, log=True)
+    s = GapSampler(dims=2, senses=SENSES, seed=0, initial=5, ref=REF, lr_axis=(1, lr))
+    start = [s.propose([], [])[0] for _ in range(5)]
+    assert sorted(int(u[0] * 5) for u in start) == [0, 1, 2, 3, 4]    # the parameter: one per fifth
+    assert sorted(int((u[1] - 0.4) / 0.04) for u in start) == [0, 1, 2, 3, 4]  # the lr: one per 0.04 in 0.4-0.6
+    alone = GapSampler(dims=1, senses=SENSES, seed=0, initial=3, ref=REF, lr_axis=(0, lr))
+    assert sorted(int(alone.propose([], [])[0][0] * 3) for _ in range(3)) == [0, 1, 2]  # the lr alone: its range

@@ -295,7 +295,7 @@ def test_searcher_runs_to_its_budget_then_resumes_without_running_a_trial_twice(
 
 def test_the_searcher_anchors_a_learning_rate_search_at_the_no_unlearn_row(tmp_path):
     """Once stage 1 wrote the study's No-unlearn row, the gap sampler sees it as the front's lr -> 0 end:
-    the proposal after the initial design fills the gap to it at a lower lr (finish() keeps every
+    the largest gap after the initial design is the one to it, filled at a lower lr (finish() keeps every
     configuration far from the No-unlearn point (1.0, 1.0)); a study with a fixed lr has no anchor."""
     from sweeper.store.records import baseline_id
     path = front_grid(tmp_path, search={"kind": "front", "budget": 4, "initial": 2})
@@ -310,12 +310,14 @@ def test_the_searcher_anchors_a_learning_rate_search_at_the_no_unlearn_row(tmp_p
     for i, config in enumerate(first):
         finish(storage, config)
         searcher.on_trial_complete(f"t{i + 1}")
-    third = searcher.suggest("t3")
-    log = storage.read_table("fs/search/proposals.parquet").to_pylist()
-    assert "between the No-unlearn model and configuration" in log[-1]["reason"], log[-1]["reason"]
-    k = int(log[-1]["reason"].split("configuration ")[1].split()[0]) - 1
-    lr_of = [json.loads(r["unit_json"])[1] for r in log]
-    assert lr_of[-1] == pytest.approx(lr_of[k] / 2, abs=1e-3) and third["spec"]["lr"] < first[k]["spec"]["lr"]
+    study = next(iter(searcher.studies.values()))
+    finished, _ = searcher._history(study.id)
+    # The fills' turn comes after dose moves and knee steps (finish()'s trajectories head for forget 0).
+    _, unit, why = searcher.samplers[study.id]._gaps(finished, searcher._anchor(study))[0]
+    assert "between the No-unlearn model and configuration" in why, why
+    k = int(why.split("configuration ")[1].split()[0]) - 1
+    assert unit[1] == pytest.approx(finished[k][0][1] / 2, abs=1e-3) and unit[0] == finished[k][0][0]
+    assert searcher.suggest("t3") is not None
     fixed = FrontSearcher(load_search(front_grid(tmp_path, unlearn={"lr": [1e-3]})), storage, "fs",
                           {"storage": storage.uri})
     assert fixed._anchor(next(iter(fixed.studies.values()))) is None

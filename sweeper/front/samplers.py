@@ -8,8 +8,12 @@ configurations still running::
     sampler = make_sampler("gap", dims=2, senses=("min", "max"), seed=0, initial=3)
     unit, reason = sampler.propose(finished=[([0.2, 0.5], [(0.9, 0.8), (0.6, 0.7)])], pending=[[0.8, 0.1]])
 
-``gap`` (ours): a Latin-hypercube start, then a fill on every other proposal and, between fills, a dose
-move, a knee step and an improving move in turn (each falls back on the others):
+``gap`` (ours): a Latin-hypercube start (the learning rate, when searched, in the middle fifth of its
+range: the dose move below corrects it from any trajectory, while a method parameter is learnt only by
+trying it), then a dose move, else a knee step, else a fill, else an improving move. Dose and knee moves
+come first because a front's hypervolume is mostly its forget-ideal end (on the authors twin a single
+point at forget 0 and retain 0.96 carries 0.96 of the unit square), and they stop applying where the
+front has no such end worth following:
 
 * *fill*: the midpoint between the two configurations whose front points bound the largest empty
   rectangle of the current front, in objectives scaled to the points' spread. When the learning rate is
@@ -22,11 +26,14 @@ move, a knee step and an improving move in turn (each falls back on the others):
   s * k steps at lr / k, so a trajectory's evaluated steps say which lr brings forget to its ideal (ROUGE
   0) at the last step: a configuration that got there between two evaluations is run again at the lr that
   lands the last step in that interval, one still on its way at the lr its last two points extrapolate to;
-  the one whose retain there promises most first, only above the front's best retain at forget 0.
-* *knee step*: around the configuration with the best such *knee*, each other coordinate moved by a
-  local step (the way the knees' retain rises first) at the lr the knees put the crossing at the last
-  step (log lr linear in the coordinates, fitted over every knee): a method parameter changes how fast
-  forgetting goes, so a plain local step at the same lr lands off the knee.
+  the one whose retain there promises most first, only above the front's best retain at forget 0 and only
+  where that point would add at least ``MIN_DOSE_GAIN`` of hypervolume (a trajectory already a sliver
+  from the ideal is not worth a configuration).
+* *knee step*: around the configuration with the best such *knee*, each other coordinate moved at that
+  knee's lr (the dose move then corrects a step that misses the ideal): first half the way to the range's
+  end in the direction where the configurations' own hypervolume rises (a line search: the best knees of
+  GDiff lie next to the largest c that still forgets), then local steps (0.1 of the unit cube, halved as
+  steps crowd around it), that way first.
 * *improve*: first where a Gaussian process over the unit cube expects the largest improvement of a
   configuration's own hypervolume (its points' area against the objectives' reference: one configuration
   that reaches forget 0 at high retain carries most of a front's hypervolume; Optuna's ``GPSampler``,
@@ -53,6 +60,10 @@ from sweeper.front.promotion import IDEAL_TOLERANCE, ideal, ideal_end
 
 #: Two configurations closer than this (max-norm in the unit cube) count as the same point.
 SAME_POINT = 0.02
+#: The start's learning rates lie in this middle fraction of the lr range (unit coordinates 0.4-0.6).
+START_LR_WIDTH = 0.2
+#: A dose move must promise at least this much hypervolume (forget x retain, both in [0, 1]).
+MIN_DOSE_GAIN = 0.01
 #: The gap sampler's Gaussian-process move needs Optuna (the ``[search]`` extra); without it, it is skipped.
 HAS_OPTUNA = importlib.util.find_spec("optuna") is not None
 
@@ -70,6 +81,9 @@ class GapSampler:
         from scipy.stats import qmc
         self.senses, self.dims, self.seed, self.ref, self.lr_axis = senses, dims, seed, ref, lr_axis
         self.start = qmc.LatinHypercube(d=dims, seed=seed).random(initial) if dims else np.zeros((0, 0))
+        if lr_axis is not None and dims >= 2:  # the lr in the middle of its range (module docstring)
+            i = lr_axis[0]
+            self.start[:, i] = 0.5 + (self.start[:, i] - 0.5) * START_LR_WIDTH
         self.explore = qmc.Sobol(d=dims, seed=seed + 1).random(64) if dims else np.zeros((0, 0))
         self.proposed = 0
 
@@ -82,16 +96,14 @@ class GapSampler:
             return self._take(self.start[self.proposed], "initial Latin-hypercube point")
         if not finished:
             return None
-        # Fill on even proposals after the start; on odd ones a dose move, a knee step and an improving move
-        # take turns; each falls back on the others. Built lazily: the improving moves fit a Gaussian process.
+        # Dose moves, then knee steps, then fills and improving moves, these two first in turn; each kind
+        # falls back on the next. Built lazily: the improving moves fit a Gaussian process.
         fills = lambda: [(u, f"largest front gap ({area:.3g} of the scaled objective square) {why}")  # noqa: E731
                          for area, u, why in self._gaps(finished, anchor)]
-        odd = [lambda: self._dosed(finished), lambda: self._knee_steps(finished, taken),
-               lambda: self._modelled(finished, pending) + self._improvements(finished, taken)]
+        improve = lambda: self._modelled(finished, pending) + self._improvements(finished, taken)  # noqa: E731
         turn = self.proposed - len(self.start)
-        shift = (turn // 2) % 3
-        odd = odd[shift:] + odd[:shift]
-        for moves in ([fills, *odd] if turn % 2 == 0 else [*odd, fills]):
+        for moves in (lambda: self._dosed(finished), lambda: self._knee_steps(finished, taken),
+                      *((fills, improve) if turn % 2 == 0 else (improve, fills))):
             for u, why in moves():
                 if not _near(u, taken):
                     return self._take(u, why)
@@ -224,8 +236,10 @@ class GapSampler:
         knees, end, last = self._knees(finished)
         axis, lr_range = self.lr_axis or (None, None)
         moves = []
+        points = _points(finished)
         for k, lr, promise, how, factor in sorted(knees, key=lambda q: -q[2]):
-            if not self._promising(promise, end):
+            if not self._promising(promise, end) or _gain(points, (ideal(self.ref), promise), self.ref,
+                                                          self.senses) < MIN_DOSE_GAIN:
                 continue
             v = np.asarray(finished[k][0], float).copy()
             v[axis] = min(1.0, max(0.0, lr_range.unit(lr)))
@@ -236,46 +250,51 @@ class GapSampler:
 
     def _knee_steps(self, finished, taken):
         """[(unit, why)]: steps along the front's forget-0 end. Around the configuration with the best knee (the
-        best retain reached at the ideal, else expected there), each other coordinate moved by a local step,
-        the way the knees' retain rises first, with the lr at which the knees' model puts the ideal at the
-        last step there: log(knee lr) fitted linearly in the other coordinates over every knee (constant with
-        one). A plain local step keeps the lr, so it lands off the knee wherever the method parameter changes
-        how fast forgetting goes (GDiff's c: a larger c needs a larger dose)."""
+        best retain reached at the ideal, else expected there), each other coordinate moved at that knee's lr:
+        first half the way to the range's end in the direction where the configurations' own hypervolume
+        rises (covariance over every finished configuration: steadier than the few knees' retains, which
+        sent early steps the wrong way), then local steps of ``STEP``, ``STEP``/2, ... that way first, then
+        the other way. The knee's lr, not a model of how it varies: a log-linear fit over the knees
+        extrapolated across GDiff's collapse regime (c < 0.65, where any lr forgets) into lrs too low to
+        forget at all; a step that misses the ideal is the dose move's to correct."""
         knees, _, _ = self._knees(finished)
         if not knees or self.dims < 2:
             return []
         axis, lr_range = self.lr_axis
-        others = [d for d in range(self.dims) if d != axis]
-        units = np.array([finished[k][0] for k, *_ in knees], float)[:, others]
-        logs = np.log([lr for _, lr, *_ in knees])
-        promises = np.array([p for _, _, p, *_ in knees])
         orient = 1.0 if self.senses[1] == "max" else -1.0
-        best = int(np.argmax(orient * promises))
-        if not self._promising(promises[best], -np.inf):  # the best knee adds nothing: no knee to follow
+        k, lr, promise, *_ = max(knees, key=lambda q: orient * q[2])
+        if not self._promising(promise, -np.inf):  # the best knee adds nothing: no knee to follow
             return []
-        base = np.asarray(finished[knees[best][0]][0], float)
-        # The knee lr's slope in the other coordinates, fitted over every knee (none with too few knees).
-        # Knees near the base only did worse on the tuning task: with none near, the step keeps the base's
-        # lr, and a larger c then never reaches forget 0 (benchmarks/RESULTS.md, issue 22).
-        slope_lr = np.zeros(len(others))
-        if len(knees) > len(others):
-            design = np.column_stack([np.ones(len(knees)), units])
-            slope_lr = np.linalg.lstsq(design, logs, rcond=None)[0][1:]
-        near = sum(np.max(np.abs(t - base)) < 1.5 * self.STEP for t in taken) - 1
-        r = self.STEP / 2 ** max(0, near // (2 * len(others)))
+        base = np.asarray(finished[k][0], float).copy()
+        base[axis] = min(1.0, max(0.0, lr_range.unit(lr)))
+        own = self._own_hypervolumes(finished)
+        steps = []  # (radius, order, coordinate, sign)
+        for d in (d for d in range(self.dims) if d != axis):
+            slope = float(np.cov([u[d] for u, _ in finished], own)[0, 1]) if len(finished) > 1 else 0.0
+            signs = (1, -1) if slope >= 0 else (-1, 1)
+            room = 1.0 - base[d] if signs[0] > 0 else base[d]
+            if room / 2 > self.STEP:
+                steps.append((room / 2, 0, d, signs[0]))
+            steps += [(self.STEP / 2 ** j, o, d, g) for j in range(4) for o, g in enumerate(signs)]
         moves = []
-        for i, d in enumerate(others):
-            slope = float(np.cov(units[:, i], orient * promises)[0, 1]) if len(knees) > 1 else 0.0
-            for sign in sorted((1, -1), key=lambda g: -g * slope if slope else -g):
-                v = base.copy()
-                v[d] = min(1.0, max(0.0, v[d] + sign * r))
-                if abs(v[d] - base[d]) < r / 2:
-                    continue
-                lr = float(np.exp(logs[best] + slope_lr @ (v[others] - base[others])))
-                v[axis] = min(1.0, max(0.0, lr_range.unit(lr)))
-                moves.append((v, f"knee step ({sign * r:+.3g} on coordinate {d + 1}) from configuration "
-                                 f"{knees[best][0] + 1}, lr {lr:.3g} from the knees' model"))
+        for r, _, d, sign in sorted(steps, key=lambda q: (-q[0], q[1])):
+            v = base.copy()
+            v[d] = min(1.0, max(0.0, v[d] + sign * r))
+            if abs(v[d] - base[d]) >= r / 2:  # not against the range's end
+                moves.append((v, f"knee step ({sign * r:+.3g} on coordinate {d + 1}) from configuration {k + 1} "
+                                 f"at its knee's lr {lr:.3g}"))
         return moves
+
+    def _own_hypervolumes(self, finished) -> list[float]:
+        """Each configuration's own hypervolume: its points' area against the objectives' reference, else
+        against the scaled square's worst corner."""
+        from analysis.pareto import hypervolume_2d
+        if self.ref is not None:
+            return [hypervolume_2d(np.array([tuple(p)[-2:] for p in pts], float).reshape(-1, 2), self.ref,
+                                   self.senses) if len(pts) else 0.0 for _, pts in finished]
+        z, owner, _ = self._scaled(finished)
+        return [hypervolume_2d(z[owner == k], (1.0, 1.0)) if np.any(owner == k) else 0.0
+                for k in range(len(finished))]
 
     def _modelled(self, finished, pending):
         """[(unit, why)]: where a Gaussian process over the unit cube expects the largest improvement of a
@@ -287,14 +306,7 @@ class GapSampler:
         scaled = self._scaled(finished)
         if scaled is None or len(finished) < max(3, len(self.start) + 1) or not HAS_OPTUNA:
             return []
-        from analysis.pareto import hypervolume_2d
-        if self.ref is not None:  # the objectives' own reference: what the report's hypervolume measures
-            own = [hypervolume_2d(np.array([tuple(p)[-2:] for p in pts], float).reshape(-1, 2), self.ref, self.senses)
-                   if len(pts) else 0.0 for _, pts in finished]
-        else:  # else the scaled square's worst corner
-            z, owner, _ = scaled
-            own = [hypervolume_2d(z[owner == k], (1.0, 1.0)) if np.any(owner == k) else 0.0
-                   for k in range(len(finished))]
+        own = self._own_hypervolumes(finished)
         u = gp_maximum([u for u, _ in finished], own, pending, self.dims, self.seed + self.proposed)
         best = int(np.argmax(own))
         return [(u, f"Gaussian-process expected improvement of a configuration's own hypervolume (best so far: "
@@ -380,6 +392,17 @@ def _lightness_slope(units, z, owner, d) -> float:
         return 0.0
     ks = sorted(first)
     return float(np.cov([units[k][d] for k in ks], [first[k] for k in ks])[0, 1])
+
+
+def _points(finished) -> np.ndarray:
+    """Every evaluated (x, y) of the finished configurations, as an (n, 2) array."""
+    return np.array([tuple(p)[-2:] for _, pts in finished for p in pts], float).reshape(-1, 2)
+
+
+def _gain(points, point, ref, senses) -> float:
+    """The hypervolume ``point`` would add to ``points`` against ``ref``."""
+    from analysis.pareto import hypervolume_2d
+    return hypervolume_2d(np.vstack([points, [point]]), ref, senses) - hypervolume_2d(points, ref, senses)
 
 
 def _exclusive_area(z, owner, front, k) -> float:
