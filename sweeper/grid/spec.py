@@ -149,6 +149,8 @@ def target_hash(model: dict, data: dict, recipe: dict, variant: str = "full") ->
         key["recipe"] = recipe
     if variant != "full":
         key["variant"] = variant
+        if not source:  # its fine-tune gate now measures the retain rows it trains on, not the forget rows
+            key["gate"] = "trained rows"
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

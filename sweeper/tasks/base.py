@@ -109,8 +109,10 @@ class Task:
         differentiable. Every loss of the loop and of fine-tuning comes from this."""
         raise NotImplementedError
 
-    def memorisation(self, model, tokenizer, splits: dict[str, list]) -> float:
-        """The fine-tune gate's measure in [0, 1] (exact-match rate for QA, accuracy for vision)."""
+    def memorisation(self, model, tokenizer, splits: dict[str, list], variant: str = "full") -> float:
+        """The fine-tune gate's measure in [0, 1] (exact-match rate for QA, accuracy for vision), on rows the
+        ``variant`` trains on: the retrained reference (``retain_only``) never sees the forget rows, so
+        gating it on them would train it to ``max_epochs`` every time."""
         raise NotImplementedError
 
     def curve_metrics(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict) -> dict:

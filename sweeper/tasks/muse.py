@@ -129,6 +129,19 @@ class ChunkDataset(TextDataset):
                     self.doc_of_chunk.append(row.get("doc", r))
 
 
+def continuation_rows(rows: list, most_words: int = 64) -> list[dict]:
+    """VerbMem-style ``{"prompt", "gt"}`` rows from text rows: each text cut in two at a word boundary, the
+    first half (at most ``most_words`` words) the prompt and up to ``most_words`` words after it the
+    reference (the built-in twin's ``verbmem_forget`` is its forget articles cut at the middle)."""
+    out = []
+    for row in rows:
+        words = row["text"].strip().split(" ")  # a later chunk of an article starts with its space
+        cut = min(len(words) // 2, most_words)
+        if cut:
+            out.append({"prompt": " ".join(words[:cut]), "gt": " ".join(words[cut:cut + most_words])})
+    return out
+
+
 def _spread(rows: list, n: int) -> list:
     """Up to ``n`` rows spread evenly over ``rows`` (not just the first article's chunks)."""
     if len(rows) <= n:
@@ -294,8 +307,11 @@ class MuseTask(LanguageModelTask):
         return knowmem(model, tokenizer, questions, [r["answer"] for r in rows], icl,
                        max_new_tokens=new_tokens, batch_size=batch_size)
 
-    def memorisation(self, model, tokenizer, splits: dict[str, list]) -> float:
-        rows = _spread(splits["verbmem_forget"], GATE_SAMPLE)
+    def memorisation(self, model, tokenizer, splits: dict[str, list], variant: str = "full") -> float:
+        """Mean VerbMem recall on the forget articles, or for the retrained model (which never sees them) on
+        the retain articles cut the same way (``continuation_rows``)."""
+        rows = _spread(splits["verbmem_forget"] if variant == "full" else continuation_rows(splits["retain"]),
+                       GATE_SAMPLE)
         return self._verbmem(model, tokenizer, rows, GATE_NEW_TOKENS, GATE_SAMPLE)["mean_recall"]
 
     def curve_metrics(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict) -> dict:

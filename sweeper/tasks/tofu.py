@@ -19,7 +19,7 @@ from sweeper.tasks.tofu_field import FIELD_COLUMNS, HOLDOUT_COLUMNS
 
 LIKELIHOOD_METRICS = {"prob_forget", "prob_retain", "truth_ratio_forget", "truth_ratio_retain", "model_utility",
                       "forget_quality", *FIELD_COLUMNS}
-GATE_SAMPLE = 64  # questions (half forget, half retain) behind the memorisation gate
+GATE_SAMPLE = 64  # questions (half forget, half retain; retain only for the retrained model) behind the gate
 
 
 @register_task
@@ -87,10 +87,10 @@ class TofuTask(LanguageModelTask):
     def dataset(self, rows: list, tokenizer):
         return QADataset(rows, tokenizer)
 
-    def memorisation(self, model, tokenizer, splits: dict[str, list]) -> float:
-        half = GATE_SAMPLE // 2
+    def memorisation(self, model, tokenizer, splits: dict[str, list], variant: str = "full") -> float:
+        half = GATE_SAMPLE // 2 if variant == "full" else GATE_SAMPLE
         retain = splits["retain"]
-        rows = splits["forget"][:half] + retain[:: max(1, len(retain) // half)][:half]
+        rows = (splits["forget"][:half] if variant == "full" else []) + retain[:: max(1, len(retain) // half)][:half]
         return evaluate_qa(model, tokenizer, rows, max_new_tokens=48)["exact"]
 
     def curve_metrics(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict) -> dict:

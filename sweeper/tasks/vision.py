@@ -53,7 +53,7 @@ from sweeper.tasks.base import Task, register_task
 from sweeper.models.vision import VISION_MODELS, ResNet, build_vision_model, vision_model_problem
 
 DIGITS_SOURCES = ("digits", "builtin")
-GATE_SAMPLE = 512   # training images (half forget, half retain) behind the memorisation gate
+GATE_SAMPLE = 512   # training images (half forget, half retain; retain only for the retrained model) behind the gate
 CURVE_SAMPLE = 1000  # images per split behind the cheap per-step accuracy curves
 EVAL_BATCH = 256
 
@@ -336,8 +336,11 @@ class VisionTask(Task):
         model.train(was_training)
         return torch.cat(correct).numpy(), torch.cat(nll).numpy()
 
-    def memorisation(self, model, tokenizer, splits: dict[str, list]) -> float:
-        """Training accuracy on up to GATE_SAMPLE images, half forget, half retain."""
+    def memorisation(self, model, tokenizer, splits: dict[str, list], variant: str = "full") -> float:
+        """Training accuracy on up to GATE_SAMPLE images, half forget, half retain (retain only for the
+        retrained model, which never sees the forget images)."""
+        if variant != "full":
+            return float(self.predict(model, _strided(splits["retain"], GATE_SAMPLE))[0].mean())
         half = GATE_SAMPLE // 2
         rows = _strided(splits["forget"], half) + _strided(splits["retain"], half)
         return float(self.predict(model, rows)[0].mean())

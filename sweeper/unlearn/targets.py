@@ -63,8 +63,10 @@ def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def fine_tune(task, model, tokenizer, rows: list, splits: dict, recipe: dict, log=print, label: str = "") -> dict:
-    """Train on ``rows`` until the task's memorisation measure reaches the gate (or max_epochs).
+def fine_tune(task, model, tokenizer, rows: list, splits: dict, recipe: dict, log=print, label: str = "",
+              variant: str = "full") -> dict:
+    """Train on ``rows`` until the task's memorisation measure (on what ``variant`` trains on) reaches the gate
+    (or max_epochs).
 
     Progress: one line per gate check (every ``check_every`` epochs) and one after any epoch that ends
     more than ``PROGRESS_EVERY_S`` seconds after the last line, so a long fine-tune is never silent."""
@@ -87,7 +89,7 @@ def fine_tune(task, model, tokenizer, rows: list, splits: dict, recipe: dict, lo
             opt.step()
         check = epoch % recipe["check_every"] == 0 or epoch == recipe["max_epochs"]
         if check:
-            score = task.memorisation(model, tokenizer, splits)
+            score = task.memorisation(model, tokenizer, splits, variant)
         now = time.perf_counter()
         if check or now - last_line > PROGRESS_EVERY_S:
             gate = f"gate {score:.2f}/{recipe['exact_match_gate']}" if check else "gate not checked"
@@ -142,7 +144,7 @@ def ensure_target(model_spec: dict, data: dict, recipe: dict, storage: Storage, 
         else:
             with precision:
                 metrics = fine_tune(task, model, tokenizer, task.train_rows(splits, variant), splits, recipe, log,
-                                    label=f"[{key[:8]} {model_spec['name']}] ")
+                                    label=f"[{key[:8]} {model_spec['name']}] ", variant=variant)
             if not metrics["gate_passed"]:
                 log(f"WARNING: {label} reached only {metrics['gate_exact']:.2f} (gate {recipe['exact_match_gate']}) "
                     f"after {metrics['epochs']} epochs; raise target.max_epochs or lr")
