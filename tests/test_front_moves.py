@@ -7,7 +7,7 @@ its trial stops at the first rung or by early stop; the No-unlearn gap at the lo
 filled along the range's end (lighter way first), not by ever closer learning rates; the Gaussian-process
 move goes where a configuration's own hypervolume is expected to improve; the dose move puts a
 configuration's last step where its trajectory reached forget 0; the knee step line-searches the method
-parameter at the best knee's lr; the start keeps the learning rate in the middle of its range."""
+parameter at the best knee's lr; and those two lead only while the front's forget-0 end holds most of it."""
 from __future__ import annotations
 
 import math
@@ -165,7 +165,7 @@ def test_a_knee_step_line_searches_the_method_parameter_at_the_knees_lr():
     s = GapSampler(dims=2, senses=SENSES, seed=0, initial=0, ref=REF, lr_axis=(1, lr))
     moves = s._knee_steps([low, high], taken=[])
     knee_lr = lr.unit(1e-3 * 40 / 30)
-    assert [m[0][0] for m in moves[:3]] == [pytest.approx(0.85), pytest.approx(0.8), pytest.approx(0.6)]
+    assert [round(m[0][0], 4) for m in moves] == [0.85, 0.8, 0.75, 0.725, 0.7125, 0.6, 0.65, 0.675, 0.6875]
     assert all(m[0][1] == pytest.approx(knee_lr, abs=1e-3) for m in moves)  # the best knee's lr, every step
     assert "knee step (+0.15 on coordinate 1) from configuration 2 at its knee's lr 0.00133" in moves[0][1]
     # where the configurations' own hypervolume falls with c, the line goes down first
@@ -184,14 +184,21 @@ def test_a_knee_step_line_searches_the_method_parameter_at_the_knees_lr():
     assert "knee step (+0.15" in s.propose([low, high], [dose])[1]
 
 
-def test_the_start_spreads_the_method_parameter_and_keeps_the_lr_in_the_middle():
-    """A Latin hypercube over the box, with the learning rate squeezed into the middle fifth of its range:
-    the dose move corrects the lr from any trajectory, while a method parameter is learnt only by trying it."""
+def test_dose_moves_and_knee_steps_lead_only_while_the_forget_0_end_holds_the_front():
+    """A point at forget 0 spans the whole forget axis, so while the front's forget-0 end keeps half of the
+    best retain seen, its hypervolume is there and dose moves and knee steps come first; on a trade-off
+    front (forget 0 only by collapse, as NPO's on the authors twin) fills lead on every other turn."""
     from sweeper.grid.search_settings import Range
     lr = Range("lr", 3e-4, 3e-3, log=True)
-    s = GapSampler(dims=2, senses=SENSES, seed=0, initial=5, ref=REF, lr_axis=(1, lr))
-    start = [s.propose([], [])[0] for _ in range(5)]
-    assert sorted(int(u[0] * 5) for u in start) == [0, 1, 2, 3, 4]    # the parameter: one per fifth
-    assert sorted(int((u[1] - 0.4) / 0.04) for u in start) == [0, 1, 2, 3, 4]  # the lr: one per 0.04 in 0.4-0.6
-    alone = GapSampler(dims=1, senses=SENSES, seed=0, initial=3, ref=REF, lr_axis=(0, lr))
-    assert sorted(int(alone.propose([], [])[0][0] * 3) for _ in range(3)) == [0, 1, 2]  # the lr alone: its range
+    at = lr.unit(1e-3)
+    knee = ([0.8, at], [(10, 0.4, 0.97), (20, 0.2, 0.9), (30, 0.0, 0.85)])      # forget 0 at retain 0.85
+    light = ([0.9, 0.2], [(10, 0.6, 0.99), (20, 0.5, 0.98), (30, 0.45, 0.98)])
+    collapse = ([0.2, at], [(10, 0.05, 0.5), (20, 0.0, 0.3), (30, 0.0, 0.2)])   # forget 0 at retain 0.3
+    s = GapSampler(dims=2, senses=SENSES, seed=0, initial=0, ref=REF, lr_axis=(1, lr))
+    assert s._end_carries([knee, light]) and not s._end_carries([collapse, light])
+    assert not s._end_carries([light]) and not GapSampler(dims=2, senses=SENSES)._end_carries([knee, light])
+    # the forget-0 end holds the front: a knee-side move first even on a fill's (even) turn
+    assert "largest front gap" not in s.propose([knee, light], [])[1]
+    # a trade-off front: the fill on the even turn
+    s = GapSampler(dims=2, senses=SENSES, seed=0, initial=0, ref=REF, lr_axis=(1, lr))
+    assert "largest front gap" in s.propose([collapse, light], [])[1]

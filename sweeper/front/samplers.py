@@ -8,12 +8,12 @@ configurations still running::
     sampler = make_sampler("gap", dims=2, senses=("min", "max"), seed=0, initial=3)
     unit, reason = sampler.propose(finished=[([0.2, 0.5], [(0.9, 0.8), (0.6, 0.7)])], pending=[[0.8, 0.1]])
 
-``gap`` (ours): a Latin-hypercube start (the learning rate, when searched, in the middle fifth of its
-range: the dose move below corrects it from any trajectory, while a method parameter is learnt only by
-trying it), then a dose move, else a knee step, else a fill, else an improving move. Dose and knee moves
-come first because a front's hypervolume is mostly its forget-ideal end (on the authors twin a single
-point at forget 0 and retain 0.96 carries 0.96 of the unit square), and they stop applying where the
-front has no such end worth following:
+``gap`` (ours): a Latin-hypercube start. Then, while the front's forget-ideal end keeps at least
+``END_SHARE`` of the best retain seen (``_end_carries``: a point at forget 0 spans the whole forget
+axis; on the authors twin GDiff's at retain 0.96 carries 0.96 of the unit square), a dose move, else a
+knee step, else a fill or an improving move (these two first in turn); otherwise (a front whose
+hypervolume lies in the trade-off, such as NPO's on the authors twin) a fill on every other proposal and,
+between fills, a dose move, a knee step and an improving move in turn. Each kind falls back on the others:
 
 * *fill*: the midpoint between the two configurations whose front points bound the largest empty
   rectangle of the current front, in objectives scaled to the points' spread. When the learning rate is
@@ -60,10 +60,10 @@ from sweeper.front.promotion import IDEAL_TOLERANCE, ideal, ideal_end
 
 #: Two configurations closer than this (max-norm in the unit cube) count as the same point.
 SAME_POINT = 0.02
-#: The start's learning rates lie in this middle fraction of the lr range (unit coordinates 0.4-0.6).
-START_LR_WIDTH = 0.2
 #: A dose move must promise at least this much hypervolume (forget x retain, both in [0, 1]).
 MIN_DOSE_GAIN = 0.01
+#: Dose moves and knee steps lead while the retain at the front's forget-ideal end is this share of the best.
+END_SHARE = 0.5
 #: The gap sampler's Gaussian-process move needs Optuna (the ``[search]`` extra); without it, it is skipped.
 HAS_OPTUNA = importlib.util.find_spec("optuna") is not None
 
@@ -81,9 +81,6 @@ class GapSampler:
         from scipy.stats import qmc
         self.senses, self.dims, self.seed, self.ref, self.lr_axis = senses, dims, seed, ref, lr_axis
         self.start = qmc.LatinHypercube(d=dims, seed=seed).random(initial) if dims else np.zeros((0, 0))
-        if lr_axis is not None and dims >= 2:  # the lr in the middle of its range (module docstring)
-            i = lr_axis[0]
-            self.start[:, i] = 0.5 + (self.start[:, i] - 0.5) * START_LR_WIDTH
         self.explore = qmc.Sobol(d=dims, seed=seed + 1).random(64) if dims else np.zeros((0, 0))
         self.proposed = 0
 
@@ -96,14 +93,20 @@ class GapSampler:
             return self._take(self.start[self.proposed], "initial Latin-hypercube point")
         if not finished:
             return None
-        # Dose moves, then knee steps, then fills and improving moves, these two first in turn; each kind
-        # falls back on the next. Built lazily: the improving moves fit a Gaussian process.
+        # Each kind of move falls back on the others (module docstring); built lazily, since the improving
+        # moves fit a Gaussian process.
         fills = lambda: [(u, f"largest front gap ({area:.3g} of the scaled objective square) {why}")  # noqa: E731
                          for area, u, why in self._gaps(finished, anchor)]
         improve = lambda: self._modelled(finished, pending) + self._improvements(finished, taken)  # noqa: E731
+        dose, knee = (lambda: self._dosed(finished)), (lambda: self._knee_steps(finished, taken))
         turn = self.proposed - len(self.start)
-        for moves in (lambda: self._dosed(finished), lambda: self._knee_steps(finished, taken),
-                      *((fills, improve) if turn % 2 == 0 else (improve, fills))):
+        if self._end_carries(finished):  # the front's hypervolume is at its forget-ideal end: work there
+            plan = [dose, knee, *((fills, improve) if turn % 2 == 0 else (improve, fills))]
+        else:  # a trade-off front: fill on even turns; dose, knee and improve in turn on odd ones
+            odd = [dose, knee, improve]
+            shift = (turn // 2) % 3
+            plan = [fills, *odd[shift:], *odd[:shift]] if turn % 2 == 0 else [*odd[shift:], *odd[:shift], fills]
+        for moves in plan:
             for u, why in moves():
                 if not _near(u, taken):
                     return self._take(u, why)
@@ -248,6 +251,22 @@ class GapSampler:
                                  f"step {last}"))
         return moves
 
+    def _end_carries(self, finished) -> bool:
+        """Whether the front's end at the forget objective's ideal carries most of what a front can hold: its
+        retain there (from the reference) at least ``END_SHARE`` of the best retain evaluated so far (a point
+        at forget 0 spans the whole forget axis, so its retain is the hypervolume it holds). On GDiff's
+        authors front the knee at forget 0 keeps ~0.95 of the best retain; on NPO's, where forget 0 means
+        collapse, ~0.1-0.4, and there dose moves and knee steps first spent every proposal on a plateau
+        (benchmarks/RESULTS.md, issue 22). Against the best retain, not the front's hypervolume: early on,
+        when every point is poor, a poor forget-0 end would carry half of a poor front."""
+        if self.ref is None or not finished:
+            return False
+        points = _points(finished)
+        end = ideal_end(points.tolist(), self.ref, self.senses)
+        orient = 1.0 if self.senses[1] == "max" else -1.0
+        best = float(np.max(orient * points[:, 1])) if len(points) else -np.inf
+        return bool(np.isfinite(end) and end - orient * self.ref[1] >= END_SHARE * (best - orient * self.ref[1]))
+
     def _knee_steps(self, finished, taken):
         """[(unit, why)]: steps along the front's forget-0 end. Around the configuration with the best knee (the
         best retain reached at the ideal, else expected there), each other coordinate moved at that knee's lr:
@@ -277,7 +296,7 @@ class GapSampler:
                 steps.append((room / 2, 0, d, signs[0]))
             steps += [(self.STEP / 2 ** j, o, d, g) for j in range(4) for o, g in enumerate(signs)]
         moves = []
-        for r, _, d, sign in sorted(steps, key=lambda q: (-q[0], q[1])):
+        for r, _, d, sign in sorted(steps, key=lambda q: (q[1], -q[0])):
             v = base.copy()
             v[d] = min(1.0, max(0.0, v[d] + sign * r))
             if abs(v[d] - base[d]) >= r / 2:  # not against the range's end
