@@ -168,6 +168,9 @@ def test_a_knee_step_line_searches_the_method_parameter_at_the_knees_lr():
     assert [round(m[0][0], 4) for m in moves] == [0.85, 0.8, 0.75, 0.725, 0.7125, 0.6, 0.65, 0.675, 0.6875]
     assert all(m[0][1] == pytest.approx(knee_lr, abs=1e-3) for m in moves)  # the best knee's lr, every step
     assert "knee step (+0.15 on coordinate 1) from configuration 2 at its knee's lr 0.00133" in moves[0][1]
+    assert "outside" not in moves[0][1]
+    beyond = ([0.7, 0.95], [(10, 0.5, 0.98), (20, 0.4, 0.97), (30, 0.3, 0.96)])  # on its way: lr x 2, past the top
+    assert "at its knee's lr 0.00535 (outside the range: 0.003)" in s._knee_steps([beyond], taken=[])[0][1]
     # where the configurations' own hypervolume falls with c, the line goes down first
     flipped = [([0.5, at], low[1]), ([0.3, at], high[1])]
     assert s._knee_steps(flipped, taken=[])[0][0][0] == pytest.approx(0.15)

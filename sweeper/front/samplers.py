@@ -286,6 +286,8 @@ class GapSampler:
             return []
         base = np.asarray(finished[k][0], float).copy()
         base[axis] = min(1.0, max(0.0, lr_range.unit(lr)))
+        at = f"at its knee's lr {lr:.3g}" + ("" if lr_range.low <= lr <= lr_range.high else
+                                             f" (outside the range: {lr_range.value(base[axis]):.3g})")
         own = self._own_hypervolumes(finished)
         steps = []  # (radius, order, coordinate, sign)
         for d in (d for d in range(self.dims) if d != axis):
@@ -300,8 +302,7 @@ class GapSampler:
             v = base.copy()
             v[d] = min(1.0, max(0.0, v[d] + sign * r))
             if abs(v[d] - base[d]) >= r / 2:  # not against the range's end
-                moves.append((v, f"knee step ({sign * r:+.3g} on coordinate {d + 1}) from configuration {k + 1} "
-                                 f"at its knee's lr {lr:.3g}"))
+                moves.append((v, f"knee step ({sign * r:+.3g} on coordinate {d + 1}) from configuration {k + 1} {at}"))
         return moves
 
     def _own_hypervolumes(self, finished) -> list[float]:
