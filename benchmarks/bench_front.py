@@ -77,10 +77,14 @@ TASKS = {
                     "unlearn": {"optimizer": "adam", "lr": [1.0e-3], "steps": 20, "batch_size": 8},
                     "eval": {"max_questions": 8, "max_new_tokens": 32, "every": 10}},
                    "gdiff", "c", [0.05, 0.95]),
-    "simnpo_phi": ("SimNPO's beta on tiny Phi, built-in authors, 30 steps evaluated every 10 (held out: added "
-                   "after the others had been seen, never looked at before its benchmark run)",
+    "simnpo_phi": ("SimNPO's beta on tiny Phi, built-in authors, 30 steps evaluated every 10 (held out in round 2, "
+                   "seen since)",
                    {**AUTHORS, "models": [{"name": "tiny-phi", "workers": 1, "cpus_per_worker": 1}]},
                    "simnpo", "beta", [0.5, 8.0]),
+    "gdiff_falcon": ("GDiff's c on tiny Falcon, built-in authors, 30 steps evaluated every 10 (held out: added "
+                     "for issue 22's round 3, never looked at before its benchmark run)",
+                     {**AUTHORS, "models": [{"name": "tiny-falcon", "workers": 1, "cpus_per_worker": 1}]},
+                     "gdiff", "c", [0.05, 0.95]),
 }
 
 

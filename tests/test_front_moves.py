@@ -4,7 +4,7 @@
 
 a point that adds no hypervolume (a collapsed model's forget 0 with retain 0) is never on the front, so
 its trial stops at the first rung or by early stop; the No-unlearn gap at the lowest learning rate is
-filled along the range's end (lighter way first), not by ever closer learning rates; the Gaussian-process
+filled at the range's lowest lr, then along that end (lighter way first); the Gaussian-process
 move goes where a configuration's own hypervolume is expected to improve; the dose move puts a
 configuration's last step where its trajectory reached forget 0; the knee step line-searches the method
 parameter at the best knee's lr; and those two lead only while the front's forget-0 end holds most of it."""
@@ -65,9 +65,9 @@ def _anchor_fill(lr_unit: float, finished_extra=()):
 
 def test_the_no_unlearn_gap_at_the_lowest_lr_is_filled_along_the_range_end():
     (u, why), _, _ = _anchor_fill(0.6)
-    assert u == [pytest.approx(0.5), pytest.approx(0.3)] and "a lower lr" in why  # halved, as before
+    assert u == [pytest.approx(0.5), 0.0] and "the lowest lr of the range" in why  # straight to the end
     (u, why), _, _ = _anchor_fill(0.15)
-    assert u == [pytest.approx(0.5), 0.0] and "the lowest lr of the range" in why  # near the end: at it
+    assert u == [pytest.approx(0.5), 0.0] and "the lowest lr of the range" in why
     # At the end already: c moves 0.2 the lighter way. Configuration 2 (c 0.2) starts heavier (forget 0,
     # retain 0.2 at its first evaluation) than configuration 1 (c 0.5), so larger c is lighter.
     (u, why), finished, s = _anchor_fill(0.0)
@@ -185,6 +185,19 @@ def test_a_knee_step_line_searches_the_method_parameter_at_the_knees_lr():
     dose, why = s.propose([low, high], [])
     assert "dose move: configuration 2" in why
     assert "knee step (+0.15" in s.propose([low, high], [dose])[1]
+
+
+def test_the_start_spreads_the_method_parameter_and_keeps_the_lr_in_the_middle():
+    """A Latin hypercube over the box, with the learning rate squeezed into the middle fifth of its range:
+    dose moves and the No-unlearn fill move an lr either way, a method parameter is learnt only by trying it."""
+    from sweeper.grid.search_settings import Range
+    lr = Range("lr", 3e-4, 3e-3, log=True)
+    s = GapSampler(dims=2, senses=SENSES, seed=0, initial=5, ref=REF, lr_axis=(1, lr))
+    start = [s.propose([], [])[0] for _ in range(5)]
+    assert sorted(int(u[0] * 5) for u in start) == [0, 1, 2, 3, 4]    # the parameter: one per fifth
+    assert sorted(int((u[1] - 0.4) / 0.04) for u in start) == [0, 1, 2, 3, 4]  # the lr: one per 0.04 in 0.4-0.6
+    alone = GapSampler(dims=1, senses=SENSES, seed=0, initial=3, ref=REF, lr_axis=(0, lr))
+    assert sorted(int(alone.propose([], [])[0][0] * 3) for _ in range(3)) == [0, 1, 2]  # the lr alone: its range
 
 
 def test_dose_moves_and_knee_steps_lead_only_while_the_forget_0_end_holds_the_front():

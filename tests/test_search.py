@@ -146,12 +146,12 @@ def test_gap_sampler_starts_with_a_latin_hypercube_then_fills_the_largest_front_
 def test_gap_sampler_fills_the_gap_to_the_no_unlearn_end_at_a_lower_learning_rate():
     """Two configurations (c, lr) that both forget hard: (0.0, 0.7) and (0.05, 0.8). The No-unlearn
     model at (0.97, 0.99) is the front's lr -> 0 end, and the empty box between it and (0.05, 0.8) is the
-    largest: the next configuration is that one at half its lr coordinate. Without the anchor the gap
+    largest: the next configuration is that one at the lowest lr of the range. Without the anchor the gap
     sampler only sees the small gap between the two."""
     finished = [([0.2, 0.8], [(0.0, 0.7)]), ([0.6, 0.6], [(0.05, 0.8)])]
     s = GapSampler(dims=2, senses=("min", "max"), seed=0, initial=0)
     unit, why = s.propose(finished, [], anchor=((0.97, 0.99), 1))
-    assert unit == [pytest.approx(0.6), pytest.approx(0.3)] and "No-unlearn model and configuration 2" in why
+    assert unit == [pytest.approx(0.6), 0.0] and "No-unlearn model and configuration 2" in why
     unit, why = GapSampler(dims=2, senses=("min", "max"), seed=0, initial=0).propose(finished, [])
     assert unit == [pytest.approx(0.4), pytest.approx(0.7)] and "configurations 1 and 2" in why
 
@@ -295,7 +295,7 @@ def test_searcher_runs_to_its_budget_then_resumes_without_running_a_trial_twice(
 
 def test_the_searcher_anchors_a_learning_rate_search_at_the_no_unlearn_row(tmp_path):
     """Once stage 1 wrote the study's No-unlearn row, the gap sampler sees it as the front's lr -> 0 end:
-    the largest gap after the initial design is the one to it, filled at a lower lr (finish() keeps every
+    the largest gap after the initial design is the one to it, filled at the lowest lr (finish() keeps every
     configuration far from the No-unlearn point (1.0, 1.0)); a study with a fixed lr has no anchor."""
     from sweeper.store.records import baseline_id
     path = front_grid(tmp_path, search={"kind": "front", "budget": 4, "initial": 2})
@@ -316,7 +316,7 @@ def test_the_searcher_anchors_a_learning_rate_search_at_the_no_unlearn_row(tmp_p
     _, unit, why = searcher.samplers[study.id]._gaps(finished, searcher._anchor(study))[0]
     assert "between the No-unlearn model and configuration" in why, why
     k = int(why.split("configuration ")[1].split()[0]) - 1
-    assert unit[1] == pytest.approx(finished[k][0][1] / 2, abs=1e-3) and unit[0] == finished[k][0][0]
+    assert unit[1] == 0.0 and unit[0] == finished[k][0][0]
     assert searcher.suggest("t3") is not None
     fixed = FrontSearcher(load_search(front_grid(tmp_path, unlearn={"lr": [1e-3]})), storage, "fs",
                           {"storage": storage.uri})

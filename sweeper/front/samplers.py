@@ -8,7 +8,9 @@ configurations still running::
     sampler = make_sampler("gap", dims=2, senses=("min", "max"), seed=0, initial=3)
     unit, reason = sampler.propose(finished=[([0.2, 0.5], [(0.9, 0.8), (0.6, 0.7)])], pending=[[0.8, 0.1]])
 
-``gap`` (ours): a Latin-hypercube start. Then, while the front's forget-ideal end keeps at least
+``gap`` (ours): a Latin-hypercube start (the learning rate, when searched beside other parameters, in
+the middle fifth of its range: dose moves and the No-unlearn fill move an lr either way from any
+trajectory, while a method parameter is learnt only by trying it). Then, while the front's forget-ideal end keeps at least
 ``END_SHARE`` of the best retain seen (``_end_carries``: a point at forget 0 spans the whole forget
 axis; on the authors twin GDiff's at retain 0.96 carries 0.96 of the unit square), a dose move, else a
 knee step, else a fill or an improving move (these two first in turn); otherwise (a front whose
@@ -19,9 +21,9 @@ between fills, a dose move, a knee step and an improving move in turn. Each kind
   rectangle of the current front, in objectives scaled to the points' spread. When the learning rate is
   searched, the study's No-unlearn point joins the front as its ``lr -> 0`` end (``anchor``): every method
   starts there, so the gap between it and the front's nearest configuration is filled by that
-  configuration at a lower learning rate (half way down its unit coordinate; within 0.2 of the range's
-  lower end, at that end; already there, 0.2 along the end on each other coordinate, the way that makes
-  the first evaluated points lighter first).
+  configuration at the lowest learning rate of the range (the lightest unlearning the box allows; already
+  there, 0.2 along the end on each other coordinate, the way that makes the first evaluated points
+  lighter first).
 * *dose*: unlearning with a constant lr goes about as far in s steps at lr as in
   s * k steps at lr / k, so a trajectory's evaluated steps say which lr brings forget to its ideal (ROUGE
   0) at the last step: a configuration that got there between two evaluations is run again at the lr that
@@ -62,6 +64,8 @@ from sweeper.front.promotion import IDEAL_TOLERANCE, ideal, ideal_end
 SAME_POINT = 0.02
 #: A dose move must promise at least this much hypervolume (forget x retain, both in [0, 1]).
 MIN_DOSE_GAIN = 0.01
+#: The start's learning rates lie in this middle fraction of the lr range (unit coordinates 0.4-0.6).
+START_LR_WIDTH = 0.2
 #: Dose moves and knee steps lead while the retain at the front's forget-ideal end is this share of the best.
 END_SHARE = 0.5
 #: The gap sampler's Gaussian-process move needs Optuna (the ``[search]`` extra); without it, it is skipped.
@@ -81,6 +85,9 @@ class GapSampler:
         from scipy.stats import qmc
         self.senses, self.dims, self.seed, self.ref, self.lr_axis = senses, dims, seed, ref, lr_axis
         self.start = qmc.LatinHypercube(d=dims, seed=seed).random(initial) if dims else np.zeros((0, 0))
+        if lr_axis is not None and dims >= 2:  # the lr in the middle of its range (module docstring)
+            i = lr_axis[0]
+            self.start[:, i] = 0.5 + (self.start[:, i] - 0.5) * START_LR_WIDTH
         self.explore = qmc.Sobol(d=dims, seed=seed + 1).random(64) if dims else np.zeros((0, 0))
         self.proposed = 0
 
@@ -166,15 +173,13 @@ class GapSampler:
         return sorted(gaps, key=lambda g: -g[0])
 
     def _lighter(self, units, k, lr, z, owner):
-        """[(unit, how)]: configuration ``k`` made lighter, towards the No-unlearn end. Its lr coordinate
-        halved; near the range's lower end (within 2 steps), at that end; already there, a move along the
-        end: each other coordinate 2 steps either way, the lighter way first. Halving alone would spend
-        proposal after proposal on ever closer learning rates of one configuration (NPO on tiny Llama,
-        benchmarks/RESULTS.md, issue 22), while the front there runs along the other coordinates."""
+        """[(unit, how)]: configuration ``k`` made lighter, towards the No-unlearn end: at the range's lowest
+        lr; already there, a move along the end: each other coordinate 2 steps either way, the lighter way
+        first. Straight to the end, not half way: halving spent proposal after proposal on ever closer
+        learning rates of one configuration while the light end of NPO's front (tiny Llama) runs along the
+        lowest lr, and the replay of both development tasks gained most from it with the middle-lr start
+        (benchmarks/RESULTS.md, issue 22)."""
         u = units[k].copy()
-        if u[lr] > 2 * self.STEP:
-            u[lr] /= 2
-            return [(u, "a lower lr")]
         if u[lr] >= SAME_POINT:
             u[lr] = 0.0
             return [(u, "the lowest lr of the range")]
