@@ -1,7 +1,7 @@
-"""Front search vs grid on four tasks: hypervolume reached with N full trials' worth of steps against a 3N-trial grid.
+"""Front search vs grid on five tasks: hypervolume reached with N full trials' worth of steps against a 3N-trial grid.
 
     .venv/bin/python benchmarks/bench_front.py --seeds 0 1 2 3 4 5 6 7 8 9 --grid-shifts 3
-                                 # 4 tasks x search seeds 0-9, N = 8 (~50 min on 2 CPUs, ~20 with the grids
+                                 # 5 tasks x search seeds 0-9, N = 8 (~60 min on 2 CPUs, ~25 with the grids
                                  # reused by --grid-tag); each grid at 3 more placements after its searches (how
                                  # much of a grid's hypervolume is where its lattice falls; device-s: the mean of
                                  # the 4 grid runs)
@@ -16,7 +16,8 @@ twins: ``gdiff_gpt2`` (GDiff's c on tiny GPT-2, built-in authors: the demo's tas
 sampler's defaults were chosen on; ``npo_llama`` (NPO's beta on tiny Llama, authors) and ``gdiff_muse``
 (GDiff's c on tiny GPT-2, the MUSE-style news twin: VerbMem down, KnowMem-retain up) were held out until
 a round of changes failed on them (issue 22, round 2: NPO became a second development task);
-``simnpo_phi`` (SimNPO's beta on tiny Phi, authors) was added then, unseen, as the held-out task.
+``simnpo_phi`` (SimNPO's beta on tiny Phi, authors) was added then, unseen, as the held-out task, and
+``gdiff_falcon`` (GDiff's c on tiny Falcon, authors) for round 3.
 ``benchmarks/replay_front.py`` replays the sampler offline over the runs these launches leave. For
 each task a grid of 3N trials covers the same box (3N/4 parameter values x 4 learning rates), then one
 front search per search seed runs with its defaults (``budget: N``: rungs, early stop, the ``gap`` sampler).
@@ -222,7 +223,7 @@ def main(argv=None) -> dict:
 def render(result: dict) -> str:
     rows, n = result["rows"], result["n"]
     grids = {r["task"]: r for r in rows if r["kind"] == "grid"}
-    lines = [BEGIN, "## Front search vs grid on four tasks (issues 13, 22)", "",
+    lines = [BEGIN, f"## Front search vs grid on {len(grids)} tasks (issues 13, 22)", "",
              f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; total {result['total_s']:.0f} s; "
              f"load average at the end {' '.join(f'{x:.1f}' for x in result['load'])} (a shared 2-CPU machine)"
              + (" -- QUICK run: not a measurement" if result["quick"] else ""),
