@@ -10,8 +10,8 @@ configurations still running::
 
 ``gap`` (ours): a Latin-hypercube start (the learning rate, when searched beside other parameters, in
 the middle fifth of its range: dose moves and the No-unlearn fill move an lr either way from any
-trajectory, while a method parameter is learnt only by trying it). Then, while the front's forget-ideal end keeps at least
-``END_SHARE`` of the best retain seen (``_end_carries``: a point at forget 0 spans the whole forget
+trajectory, while a method parameter is learnt only by trying it). Then, while the front's forget-ideal
+end keeps at least ``END_SHARE`` of the best retain seen (``_end_carries``: a point at forget 0 spans the whole forget
 axis; on the authors twin GDiff's at retain 0.96 carries 0.96 of the unit square), a dose move, else a
 knee step, else a fill or an improving move (these two first in turn); otherwise (a front whose
 hypervolume lies in the trade-off, such as NPO's on the authors twin) a fill on every other proposal and,
@@ -34,8 +34,8 @@ between fills, a dose move, a knee step and an improving move in turn. Each kind
 * *knee step*: around the configuration with the best such *knee*, each other coordinate moved at that
   knee's lr (the dose move then corrects a step that misses the ideal): first half the way to the range's
   end in the direction where the configurations' own hypervolume rises (a line search: the best knees of
-  GDiff lie next to the largest c that still forgets), then local steps (0.1 of the unit cube, halved as
-  steps crowd around it), that way first.
+  GDiff lie next to the largest c that still forgets), then local steps of 0.1, 0.05, ... of the unit
+  cube that way, then the other way.
 * *improve*: first where a Gaussian process over the unit cube expects the largest improvement of a
   configuration's own hypervolume (its points' area against the objectives' reference: one configuration
   that reaches forget 0 at high retain carries most of a front's hypervolume; Optuna's ``GPSampler``,
@@ -243,11 +243,13 @@ class GapSampler:
         front's end at the ideal so far (and the reference)."""
         knees, end, last = self._knees(finished)
         axis, lr_range = self.lr_axis or (None, None)
+        from analysis.pareto import hypervolume_2d
         moves = []
         points = _points(finished)
+        now = hypervolume_2d(points, self.ref, self.senses) if knees else 0.0
         for k, lr, promise, how, factor in sorted(knees, key=lambda q: -q[2]):
-            if not self._promising(promise, end) or _gain(points, (ideal(self.ref), promise), self.ref,
-                                                          self.senses) < MIN_DOSE_GAIN:
+            gain = hypervolume_2d(np.vstack([points, [(ideal(self.ref), promise)]]), self.ref, self.senses) - now
+            if not self._promising(promise, end) or gain < MIN_DOSE_GAIN:
                 continue
             v = np.asarray(finished[k][0], float).copy()
             v[axis] = min(1.0, max(0.0, lr_range.unit(lr)))
@@ -315,8 +317,8 @@ class GapSampler:
         against the scaled square's worst corner."""
         from analysis.pareto import hypervolume_2d
         if self.ref is not None:
-            return [hypervolume_2d(np.array([tuple(p)[-2:] for p in pts], float).reshape(-1, 2), self.ref,
-                                   self.senses) if len(pts) else 0.0 for _, pts in finished]
+            return [hypervolume_2d(_points([(None, pts)]), self.ref, self.senses) if len(pts) else 0.0
+                    for _, pts in finished]
         z, owner, _ = self._scaled(finished)
         return [hypervolume_2d(z[owner == k], (1.0, 1.0)) if np.any(owner == k) else 0.0
                 for k in range(len(finished))]
@@ -422,12 +424,6 @@ def _lightness_slope(units, z, owner, d) -> float:
 def _points(finished) -> np.ndarray:
     """Every evaluated (x, y) of the finished configurations, as an (n, 2) array."""
     return np.array([tuple(p)[-2:] for _, pts in finished for p in pts], float).reshape(-1, 2)
-
-
-def _gain(points, point, ref, senses) -> float:
-    """The hypervolume ``point`` would add to ``points`` against ``ref``."""
-    from analysis.pareto import hypervolume_2d
-    return hypervolume_2d(np.vstack([points, [point]]), ref, senses) - hypervolume_2d(points, ref, senses)
 
 
 def _exclusive_area(z, owner, front, k) -> float:

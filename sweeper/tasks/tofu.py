@@ -88,9 +88,9 @@ class TofuTask(LanguageModelTask):
         return QADataset(rows, tokenizer)
 
     def memorisation(self, model, tokenizer, splits: dict[str, list], variant: str = "full") -> float:
-        half = GATE_SAMPLE // 2 if variant == "full" else GATE_SAMPLE
-        retain = splits["retain"]
-        rows = (splits["forget"][:half] if variant == "full" else []) + retain[:: max(1, len(retain) // half)][:half]
+        forget = splits["forget"][:GATE_SAMPLE // 2] if variant == "full" else []  # the retrained model: none
+        n, retain = GATE_SAMPLE - len(forget), splits["retain"]
+        rows = forget + retain[:: max(1, len(retain) // n)][:n]
         return evaluate_qa(model, tokenizer, rows, max_new_tokens=48)["exact"]
 
     def curve_metrics(self, model, tokenizer, splits: dict[str, list], eval_cfg: dict) -> dict:
