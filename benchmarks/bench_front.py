@@ -86,11 +86,16 @@ TASKS = {
                      "for issue 22's round 3, never looked at before its benchmark run)",
                      {**AUTHORS, "models": [{"name": "tiny-falcon", "workers": 1, "cpus_per_worker": 1}]},
                      "gdiff", "c", [0.05, 0.95]),
+    "wga_mistral": ("WGA's beta on tiny Mistral, built-in authors, 30 steps evaluated every 10 (held out: added for "
+                    "issue 22's sixth session, checked only for a front of more than one point before its run)",
+                    {**AUTHORS, "models": [{"name": "tiny-mistral", "workers": 1, "cpus_per_worker": 1}]},
+                    "wga", "beta", [0.1, 4.0]),
 }
 
 
-def grid_doc(task: str, name: str, search: dict | None, n: int, shift: int = 0) -> dict:
-    """The grid file of one run: the task's front search (``search``) or its 3n-trial grid.
+def grid_doc(task: str, name: str, search: dict | None, n: int, shift: int = 0, train_seed: int = 0) -> dict:
+    """The grid file of one run: the task's front search (``search``) or its 3n-trial grid, its trials
+    trained with seed ``train_seed`` (the grid file's ``seeds``; 0 is the task's own).
 
     The grid (``shift`` 0): 3n/4 values evenly inside the parameter's range x 4 log-spaced learning rates
     from end to end. ``shift`` r > 0: the same numbers of values at another placement on the same box
@@ -98,6 +103,8 @@ def grid_doc(task: str, name: str, search: dict | None, n: int, shift: int = 0) 
     no two placements share a value): how much of a grid's hypervolume is where its lattice happens to fall."""
     _, fixed, method, param, prange = TASKS[task]
     doc = {"name": name, **json.loads(json.dumps(fixed)), "lr_modes": ["static"]}
+    if train_seed:
+        doc["seeds"] = [train_seed]
     unlearn = doc.setdefault("unlearn", {})
     if search:
         doc.update(search=search, methods=[{"method": method, param: {"range": prange}}])
@@ -171,6 +178,9 @@ def main(argv=None) -> dict:
                                                              "the mean of its two device-s (load drifts)")
     p.add_argument("--grid-shifts", type=int, default=0, help="after the searches, run each grid at this many "
                    "other placements on the same box (grid luck); their device-s count in the grid's mean")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[0], help="training seeds (the trials' `seeds`): "
+                   "each task's grid and searches run once per seed, each search judged against the grid of its "
+                   "seed; runs of a seed other than 0 get `_t<seed>` in their names")
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.seeds, args.tasks = 4, [0], ["gdiff_gpt2"]
@@ -181,33 +191,9 @@ def main(argv=None) -> dict:
         address, stop = shared_ray(os.path.join(work, "ray"))
         try:
             for task in args.tasks:
-                name = f"{task}_grid{3 * args.n}{args.tag if args.grid_tag is None else args.grid_tag}"
-                wall = launch(grid_doc(task, name, None, args.n), storage, work, address)
-                rows.append({"task": task, "kind": "grid", "seed": "-", "wall_s": wall,
-                             **measure(os.path.join(storage, name))})
-                print(json.dumps(rows[-1]), flush=True)
-                grid, grid_name = rows[-1], name
-                for seed in args.seeds:
-                    name = f"{task}_front_n{args.n}_s{seed}{args.tag}"
-                    search = {"kind": "front", "budget": args.n, "seed": seed, **extra}
-                    wall = launch(grid_doc(task, name, search, args.n), storage, work, address)
-                    rows.append({"task": task, "kind": "front", "seed": seed, "wall_s": wall,
-                                 **measure(os.path.join(storage, name))})
-                    print(json.dumps(rows[-1]), flush=True)
-                # The machine's load drifts: every grid run of the task (the same trials and steps, the
-                # grid again and its other placements, all after the searches) counts for its device-s.
-                runs = [("_again", 0)] * args.grid_again + [(f"_shift{r}", r) for r in range(1, args.grid_shifts + 1)]
-                for suffix, shift in runs:
-                    launch(grid_doc(task, grid_name + suffix, None, args.n, shift), storage, work, address)
-                    other = measure(os.path.join(storage, grid_name + suffix))
-                    grid.setdefault("device_s_runs", [grid["device_s"]]).append(other["device_s"])
-                    if shift:
-                        grid.setdefault("hv_shifts", []).append(other["hv"])
-                    else:
-                        grid["hv_again"] = other["hv"]
-                if runs:
-                    grid["device_s"] = statistics.mean(grid["device_s_runs"])
-                    print(json.dumps(grid), flush=True)
+                for t in args.train_seeds:
+                    rows += run_task(task, t, args, storage, work, address, extra,
+                                     shifts=args.grid_shifts if t == args.train_seeds[0] else 0)
         finally:
             stop()
     result = {"n": args.n, "rows": rows, "total_s": time.time() - started, "quick": args.quick,
@@ -220,10 +206,48 @@ def main(argv=None) -> dict:
     return result
 
 
+def run_task(task: str, t: int, args, storage: str, work: str, address: str, extra: dict, shifts: int) -> list[dict]:
+    """One task at training seed ``t``: its grid, then one search per search seed, then the grid again and at
+    ``shifts`` other placements (rows as ``measure`` returns them, with the task, kind, seeds and wall)."""
+    suffix = f"_t{t}" if t else ""
+    rows = []
+    grid_name = f"{task}_grid{3 * args.n}{args.tag if args.grid_tag is None else args.grid_tag}{suffix}"
+    wall = launch(grid_doc(task, grid_name, None, args.n, train_seed=t), storage, work, address)
+    grid = {"task": task, "kind": "grid", "seed": "-", "train_seed": t, "wall_s": wall,
+            **measure(os.path.join(storage, grid_name))}
+    rows.append(grid)
+    print(json.dumps(grid), flush=True)
+    for seed in args.seeds:
+        name = f"{task}_front_n{args.n}_s{seed}{args.tag}{suffix}"
+        search = {"kind": "front", "budget": args.n, "seed": seed, **extra}
+        wall = launch(grid_doc(task, name, search, args.n, train_seed=t), storage, work, address)
+        rows.append({"task": task, "kind": "front", "seed": seed, "train_seed": t, "wall_s": wall,
+                     **measure(os.path.join(storage, name))})
+        print(json.dumps(rows[-1]), flush=True)
+    # The machine's load drifts: every grid run of the task (the same trials and steps, the grid again and
+    # its other placements, all after the searches) counts for its device-s.
+    runs = [("_again", 0)] * args.grid_again + [(f"_shift{r}", r) for r in range(1, shifts + 1)]
+    for tail, shift in runs:
+        # (a placement's name keeps the suffix order of earlier runs: <grid>_shift1, <grid>_t1_shift1)
+        launch(grid_doc(task, grid_name + tail, None, args.n, shift, train_seed=t), storage, work, address)
+        other = measure(os.path.join(storage, grid_name + tail))
+        grid.setdefault("device_s_runs", [grid["device_s"]]).append(other["device_s"])
+        if shift:
+            grid.setdefault("hv_shifts", []).append(other["hv"])
+        else:
+            grid["hv_again"] = other["hv"]
+    if runs:
+        grid["device_s"] = statistics.mean(grid["device_s_runs"])
+        print(json.dumps(grid), flush=True)
+    return rows
+
+
 def render(result: dict) -> str:
     rows, n = result["rows"], result["n"]
-    grids = {r["task"]: r for r in rows if r["kind"] == "grid"}
-    lines = [BEGIN, f"## Front search vs grid on {len(grids)} tasks (issues 13, 22)", "",
+    grids = {(r["task"], r.get("train_seed", 0)): r for r in rows if r["kind"] == "grid"}
+    tasks = list(dict.fromkeys(task for task, _ in grids))
+    seeds = sorted({t for _, t in grids})
+    lines = [BEGIN, f"## Front search vs grid on {len(tasks)} tasks (issues 13, 22)", "",
              f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; total {result['total_s']:.0f} s; "
              f"load average at the end {' '.join(f'{x:.1f}' for x in result['load'])} (a shared 2-CPU machine)"
              + (" -- QUICK run: not a measurement" if result["quick"] else ""),
@@ -233,13 +257,15 @@ def render(result: dict) -> str:
              + f"; grids: {3 * n} trials on the same box (learning rate log-uniform in {LR_RANGE}).",
              "- Hypervolume: forget (down) x retain (up) against (1, 0), over every evaluated point of the run's "
              "trials. Device-seconds: trial loop seconds x workers (evaluations included; Ray, stage 1 not); "
-             "steps: unlearning steps run (a load-independent cost).", "",
+             "steps: unlearning steps run (a load-independent cost).",
+             f"- Training seeds {', '.join(map(str, seeds))}: the trials' own seed (batch order); each search is judged "
+             "against the grid trained with its seed.", "",
              "- Other placements: the same grid's lattice moved on the same box (`grid_doc`'s `shift`), to show how "
              "much of a grid's hypervolume is where its lattice happens to fall; the goal is judged against the "
              "grid itself.", "",
-             "| task | what | grid trials | grid HV | HV at other placements (median of all) | grid device-s |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for task, g in grids.items():
+             "| task | what | training seed | grid trials | grid HV | HV at other placements (median of all) | "
+             "grid device-s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for (task, t), g in grids.items():
         runs = g.get("device_s_runs")
         dev = f"{g['device_s']:.1f}" + (f" (mean of {len(runs)} grid runs: {', '.join(f'{x:.1f}' for x in runs)}"
                                         + (f"; HV again {g['hv_again']:.4f}" if "hv_again" in g else "") + ")"
@@ -247,30 +273,40 @@ def render(result: dict) -> str:
         shifts = g.get("hv_shifts", [])
         placed = (f"{', '.join(f'{x:.4f}' for x in shifts)} ({statistics.median([g['hv'], *shifts]):.4f})"
                   if shifts else "-")
-        lines.append(f"| {task} | {TASKS[task][0]} | {g['trials']} | {g['hv']:.4f} | {placed} | {dev} |")
-    lines += ["", "| task | search seed | trials | stopped | steps / grid's | device-s | HV | HV / grid HV | "
-              "device-s / grid's |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines.append(f"| {task} | {TASKS[task][0]} | {t} | {g['trials']} | {g['hv']:.4f} | {placed} | {dev} |")
+    if len(seeds) > 1:  # how far the grid itself moves when only its trials' seed changes
+        lines += ["", "| task | grid HV at training seed " + " | ".join(map(str, seeds)) + " | the others / the first |",
+                  "| --- | " + "--- | " * len(seeds) + "--- |"]
+        for task in tasks:
+            hv = [grids[(task, t)]["hv"] if (task, t) in grids else float("nan") for t in seeds]
+            lines.append(f"| {task} | " + " | ".join(f"{x:.4f}" for x in hv) + " | "
+                         + ", ".join(f"{x / hv[0]:.3f}" for x in hv[1:]) + " |")
+    lines += ["", "| task | training seed | search seed | trials | stopped | steps / grid's | device-s | HV | "
+              "HV / grid HV | device-s / grid's |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if r["kind"] == "front":
-            g = grids[r["task"]]
-            lines.append(f"| {r['task']} | {r['seed']} | {r['trials']} | {r['stopped']} | "
+            g = grids[(r["task"], r.get("train_seed", 0))]
+            lines.append(f"| {r['task']} | {r.get('train_seed', 0)} | {r['seed']} | {r['trials']} | {r['stopped']} | "
                          f"{r['steps'] / g['steps']:.3f} | {r['device_s']:.1f} | {r['hv']:.4f} | "
                          f"{r['hv'] / g['hv']:.3f} | {r['device_s'] / g['device_s']:.3f} |")
-    lines += ["", "| task | runs | HV / grid HV: min | median | runs >= 0.98 | runs >= 1 | "
+    lines += ["", "| task | training seed | runs | HV / grid HV: min | median | runs >= 0.98 | runs >= 1 | "
               "device-s / grid's: median | max | HV / median placement's HV: min | median |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for task, g in grids.items():
-        rs = [r for r in rows if r["kind"] == "front" and r["task"] == task]
-        if not rs:
-            continue
-        hv = [r["hv"] / g["hv"] for r in rs]
-        dev = [r["device_s"] / g["device_s"] for r in rs]
-        placed = statistics.median([g["hv"], *g.get("hv_shifts", [])])
-        vs = [r["hv"] / placed for r in rs] if g.get("hv_shifts") else None
-        lines.append(f"| {task} | {len(rs)} | {min(hv):.3f} | {statistics.median(hv):.3f} | "
-                     f"{sum(x >= 0.98 for x in hv)} of {len(rs)} | {sum(x >= 1 for x in hv)} of {len(rs)} | "
-                     f"{statistics.median(dev):.3f} | {max(dev):.3f} | "
-                     + (f"{min(vs):.3f} | {statistics.median(vs):.3f} |" if vs else "- | - |"))
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for task in tasks:
+        for t in [*seeds, "all"] if len(seeds) > 1 else seeds:
+            rs = [r for r in rows if r["kind"] == "front" and r["task"] == task and t in ("all", r.get("train_seed", 0))]
+            if not rs:
+                continue
+            own = [grids[(task, r.get("train_seed", 0))] for r in rs]
+            hv = [r["hv"] / g["hv"] for r, g in zip(rs, own)]
+            dev = [r["device_s"] / g["device_s"] for r, g in zip(rs, own)]
+            g = grids.get((task, t))
+            placed = statistics.median([g["hv"], *g["hv_shifts"]]) if g and g.get("hv_shifts") else None
+            vs = [r["hv"] / placed for r in rs] if placed else None
+            lines.append(f"| {task} | {t} | {len(rs)} | {min(hv):.3f} | {statistics.median(hv):.3f} | "
+                         f"{sum(x >= 0.98 for x in hv)} of {len(rs)} | {sum(x >= 1 for x in hv)} of {len(rs)} | "
+                         f"{statistics.median(dev):.3f} | {max(dev):.3f} | "
+                         + (f"{min(vs):.3f} | {statistics.median(vs):.3f} |" if vs else "- | - |"))
     lines.append(END)
     return "\n".join(lines) + "\n"
 

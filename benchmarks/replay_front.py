@@ -32,8 +32,9 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
 
-def landscape(storage: str, task: str):
-    """(units (n, 2), trajectories [[(step, forget, retain)]], lr Range, parameter Range, anchor, steps)."""
+def landscape(storage: str, task: str, train_seed: int = 0):
+    """(units (n, 2), trajectories [[(step, forget, retain)]], lr Range, anchor) of the trials trained with
+    ``train_seed`` (bench_front.py's ``--train-seeds``: another seed is another landscape)."""
     import warnings
     from analysis.front import evaluation_points
     from analysis.load import BASELINE, REFERENCE, load_run
@@ -53,7 +54,7 @@ def landscape(storage: str, task: str):
         base = points[points["method"] == BASELINE]
         if anchor is None and len(base):
             anchor = (float(base["rouge_forget"].iloc[0]), float(base["rouge_retain"].iloc[0]))
-        points = points[~points["method"].isin([BASELINE, REFERENCE])]
+        points = points[~points["method"].isin([BASELINE, REFERENCE]) & (points["seed"] == train_seed)]
         for _, rows in points.groupby("trial_id"):
             config = json.loads(rows["config"].iloc[0])
             value = {**config.get("method_params", {}), **config.get("forget_loss_params", {})}.get(param)
