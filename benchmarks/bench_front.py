@@ -1,10 +1,12 @@
-"""Front search vs grid on five tasks: hypervolume reached with N full trials' worth of steps against a 3N-trial grid.
+"""Front search vs grid on six tasks: hypervolume reached with N full trials' worth of steps against a 3N-trial grid.
 
     .venv/bin/python benchmarks/bench_front.py --seeds 0 1 2 3 4 5 6 7 8 9 --grid-shifts 3
-                                 # 5 tasks x search seeds 0-9, N = 8 (~60 min on 2 CPUs, ~25 with the grids
+                                 # 6 tasks x search seeds 0-9, N = 8 (~70 min on 2 CPUs, less with the grids
                                  # reused by --grid-tag); each grid at 3 more placements after its searches (how
                                  # much of a grid's hypervolume is where its lattice falls; device-s: the mean of
                                  # the 4 grid runs)
+    .venv/bin/python benchmarks/bench_front.py --train-seeds 0 1 2 ...   # the same per training seed (the
+                                 # trials' own seed: another landscape), each search against its seed's grid
     .venv/bin/python benchmarks/bench_front.py --tasks gdiff_gpt2 --seeds 0 1 --no-write   # one task, two seeds
     .venv/bin/python benchmarks/bench_front.py --quick                 # N = 4, one seed, the tuning task: a smoke run
     .venv/bin/python benchmarks/bench_front.py --storage /tmp/front --tag b   # keep the runs; reuses the cached targets
@@ -17,7 +19,9 @@ sampler's defaults were chosen on; ``npo_llama`` (NPO's beta on tiny Llama, auth
 (GDiff's c on tiny GPT-2, the MUSE-style news twin: VerbMem down, KnowMem-retain up) were held out until
 a round of changes failed on them (issue 22, round 2: NPO became a second development task);
 ``simnpo_phi`` (SimNPO's beta on tiny Phi, authors) was added then, unseen, as the held-out task, and
-``gdiff_falcon`` (GDiff's c on tiny Falcon, authors) for round 3.
+``gdiff_falcon`` (GDiff's c on tiny Falcon, authors) for round 3 (its front proved to be one point), and
+``wga_mistral`` (WGA's beta on tiny Mistral, authors) in the sixth session, checked only for a front of
+more than one point before its run.
 ``benchmarks/replay_front.py`` replays the sampler offline over the runs these launches leave. For
 each task a grid of 3N trials covers the same box (3N/4 parameter values x 4 learning rates), then one
 front search per search seed runs with its defaults (``budget: N``: rungs, early stop, the ``gap`` sampler).
