@@ -213,12 +213,6 @@ def test_dose_moves_and_knee_steps_lead_only_while_the_forget_0_end_holds_the_fr
     s = GapSampler(dims=2, senses=SENSES, seed=0, initial=0, ref=REF, lr_axis=(1, lr))
     assert s._end_carries([knee, light]) and not s._end_carries([collapse, light])
     assert not s._end_carries([light]) and not GapSampler(dims=2, senses=SENSES)._end_carries([knee, light])
-    # every configuration so far unlearnt hard (retain <= 0.5): the forget-0 end at 0.27 holds half of the
-    # best retain seen, but not of the No-unlearn model's (1.0), where every method starts
-    hard = ([0.3, at], [(10, 0.0, 0.27), (20, 0.0, 0.01), (30, 0.0, 0.0)])
-    poor = ([0.9, at], [(10, 0.13, 0.5), (20, 0.07, 0.38), (30, 0.06, 0.31)])
-    assert s._end_carries([hard, poor]) and not s._end_carries([hard, poor], anchor=((1.0, 1.0), 1))
-    assert s._end_carries([knee, light], anchor=((1.0, 1.0), 1))
     # the forget-0 end holds the front: a knee-side move first even on a fill's (even) turn
     assert "largest front gap" not in s.propose([knee, light], [])[1]
     # a trade-off front: the fill on the even turn

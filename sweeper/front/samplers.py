@@ -11,7 +11,7 @@ configurations still running::
 ``gap`` (ours): a Latin-hypercube start (the learning rate, when searched beside other parameters, in
 the middle fifth of its range: dose moves and the No-unlearn fill move an lr either way from any
 trajectory, while a method parameter is learnt only by trying it). Then, while the front's forget-ideal
-end keeps at least ``END_SHARE`` of the best retain seen, the No-unlearn model's included (``_end_carries``: a point at forget 0 spans the whole forget
+end keeps at least ``END_SHARE`` of the best retain seen (``_end_carries``: a point at forget 0 spans the whole forget
 axis; on the authors twin GDiff's at retain 0.96 carries 0.96 of the unit square), a dose move, else a
 knee step, else a fill or an improving move (these two first in turn); otherwise (a front whose
 hypervolume lies in the trade-off, such as NPO's on the authors twin) a fill on every other proposal and,
@@ -107,7 +107,7 @@ class GapSampler:
         improve = lambda: self._modelled(finished, pending) + self._improvements(finished, taken)  # noqa: E731
         dose, knee = (lambda: self._dosed(finished)), (lambda: self._knee_steps(finished, taken))
         turn = self.proposed - len(self.start)
-        if self._end_carries(finished, anchor):  # the front's hypervolume is at its forget-ideal end: work there
+        if self._end_carries(finished):  # the front's hypervolume is at its forget-ideal end: work there
             plan = [dose, knee, *((fills, improve) if turn % 2 == 0 else (improve, fills))]
         else:  # a trade-off front: fill on even turns; dose, knee and improve in turn on odd ones
             odd = [dose, knee, improve]
@@ -258,24 +258,18 @@ class GapSampler:
                                  f"step {last}"))
         return moves
 
-    def _end_carries(self, finished, anchor=None) -> bool:
+    def _end_carries(self, finished) -> bool:
         """Whether the front's end at the forget objective's ideal carries most of what a front can hold: its
-        retain there (from the reference) at least ``END_SHARE`` of the best retain evaluated so far, the
-        No-unlearn model's (``anchor``) included (a point at forget 0 spans the whole forget axis, so its
-        retain is the hypervolume it holds). On GDiff's authors front the knee at forget 0 keeps ~0.95 of
-        the best retain; on NPO's, where forget 0 means collapse, ~0.1-0.4, and there dose moves and knee
-        steps first spent every proposal on a plateau (benchmarks/RESULTS.md, issue 22). Against the best
-        retain, not the front's hypervolume: early on, when every point is poor, a poor forget-0 end would
-        carry half of a poor front; and with the No-unlearn model's retain, which every method starts from:
-        when every configuration so far unlearnt hard (NPO at a high lr: retain <= 0.5 everywhere), a
-        forget-0 end at retain 0.27 held half of the best seen and six knee steps walked a plateau
-        (issue 22, sixth session: a search at 0.58 of the grid)."""
+        retain there (from the reference) at least ``END_SHARE`` of the best retain evaluated so far (a point
+        at forget 0 spans the whole forget axis, so its retain is the hypervolume it holds). On GDiff's
+        authors front the knee at forget 0 keeps ~0.95 of the best retain; on NPO's, where forget 0 means
+        collapse, ~0.1-0.4, and there dose moves and knee steps first spent every proposal on a plateau
+        (benchmarks/RESULTS.md, issue 22). Against the best retain, not the front's hypervolume: early on,
+        when every point is poor, a poor forget-0 end would carry half of a poor front."""
         if self.ref is None or not finished:
             return False
         points = _points(finished)
         end = ideal_end(points.tolist(), self.ref, self.senses)
-        if anchor is not None:
-            points = np.vstack([points, np.asarray(anchor[0], float)[None, :2]])
         orient = 1.0 if self.senses[1] == "max" else -1.0
         best = float(np.max(orient * points[:, 1])) if len(points) else -np.inf
         return bool(np.isfinite(end) and end - orient * self.ref[1] >= END_SHARE * (best - orient * self.ref[1]))
