@@ -1,10 +1,10 @@
 """Front search vs grid on six tasks: hypervolume reached with N full trials' worth of steps against a 3N-trial grid.
 
     .venv/bin/python benchmarks/bench_front.py --seeds 0 1 2 3 4 5 6 7 8 9 --grid-shifts 3
-                                 # 6 tasks x search seeds 0-9, N = 8 (~70 min on 2 CPUs, less with the grids
-                                 # reused by --grid-tag); each grid at 3 more placements after its searches (how
-                                 # much of a grid's hypervolume is where its lattice falls; device-s: the mean of
-                                 # the 4 grid runs)
+                                 # 6 tasks x search seeds 0-9, N = 8 (~70 min on 2 CPUs per training seed, less
+                                 # with the grids reused by --grid-tag); each grid at 3 more placements after its
+                                 # searches (how much of a grid's hypervolume is where its lattice falls;
+                                 # device-s: the mean of the 4 grid runs)
     .venv/bin/python benchmarks/bench_front.py --train-seeds 0 1 2 ...   # the same per training seed (the
                                  # trials' own seed: another landscape), each search against its seed's grid
     .venv/bin/python benchmarks/bench_front.py --tasks gdiff_gpt2 --seeds 0 1 --no-write   # one task, two seeds
