@@ -151,12 +151,14 @@ def run_trials(specs: list[TrialSpec], storage: Storage, run: str, conc: int, tr
         tune.with_resources(trainable, trial_resources),
         # Reusing trial processes saves a process start per trial (inline: the imports too). Inline, Tune
         # restarts a process that dies (its trial resumes from its checkpoint); a Train job restarts its
-        # own workers, and its driver records any exception, so a retry only follows a dead process.
+        # own workers, and its driver records any exception, so a retry only follows a dead process. A
+        # process lost with its node can count twice (its training call and a pending call both fail:
+        # tests/test_multinode.py saw Tune give up after one death with max_failures 1), hence 2x.
         tune_config=tune.TuneConfig(max_concurrent_trials=conc, reuse_actors=True, scheduler=scheduler, **space),
         run_config=tune.RunConfig(name="tune", storage_path=storage.url(run), verbose=1 if verbose else 0,
                                   callbacks=[*(() if verbose else (TrialLines(total),)), *callbacks],
                                   failure_config=tune.FailureConfig(
-                                      max_failures=max(s.max_failures for s in specs) if inline else 0)))
+                                      max_failures=2 * max(s.max_failures for s in specs) if inline else 0)))
     return tuner.fit()
 
 
@@ -260,11 +262,21 @@ def main(argv=None) -> int:
         data = load_run(storage.url(run))
         counts = Counter(data.trials["status"])
         counts["skipped"] = skipped
-        shown = ("ok", "failed", "diverged", *(("stopped_dominated",) if search or settings["early_stop"] else ()), "skipped")
+        # A trial whose process Tune gave up on (its node lost, the process killed) wrote no summary: named
+        # here, so a run never reads as complete without it (a relaunch runs it, from its checkpoint).
+        recorded = set(data.trials["trial_id"])
+        lost = [] if search else [s.trial_id for s in specs
+                                  if s.trial_id not in recorded and s.target_hash not in failed_targets]
+        counts["lost"] = len(lost)
+        shown = ("ok", "failed", "diverged", *(("stopped_dominated",) if search or settings["early_stop"] else ()),
+                 "skipped", *(("lost",) if lost else ()))
         print(f"\nrun {run!r} finished in {time.time() - start:.0f} s: "
               + ", ".join(f"{counts.get(k, 0)} {k}" for k in shown)
               + f" trial(s), {len(data.baselines)} No-unlearn row(s)")
         print_failures(data.summaries, storage, run)
+        for trial_id in lost:
+            print(f"lost: {trial_id}: no result recorded (Tune gave up on its trial process: a node lost or the "
+                  f"process killed); launch the same command again to run it", file=sys.stderr)
         print("outputs: " + storage.show(f"{run}/trials/<trial_id>/{{steps,summary}}.parquet"))
         if not args.no_report:
             from analysis.report import main as report_main
@@ -273,7 +285,7 @@ def main(argv=None) -> int:
             if trackers:
                 from sweeper.cluster.tracking import attach_report
                 attach_report(trackers, storage.url(run), run, report_dir)
-        return 0 if counts.get("failed", 0) == 0 and not failed_targets else 1
+        return 0 if counts.get("failed", 0) == 0 and not failed_targets and not lost else 1
 
 
 @contextlib.contextmanager
