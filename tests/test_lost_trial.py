@@ -14,6 +14,7 @@ import time
 import psutil
 import pytest
 
+from ray_cluster import cmdline
 from test_fault_tolerance import HOLD_ENV, ROOT, grid_file, kill_session, launcher_env, session_pids, summaries
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,8 @@ def test_a_trial_whose_process_is_lost_is_reported_and_fails_the_launch(demo_sto
             while not list(tmp_path.glob("hold.held.*")):  # the held trial has a checkpoint and waits
                 assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
                 time.sleep(0.2)
-            relays = [p for p in session_pids(proc.pid) if "ImplicitFunc" in _cmdline(p)]
+            ours = set(session_pids(proc.pid))
+            relays = [p.pid for p in psutil.process_iter() if p.pid in ours and "ImplicitFunc" in cmdline(p)]
             assert relays, "no Tune trial process found"
             for pid in relays:
                 psutil.Process(pid).send_signal(signal.SIGKILL)
@@ -50,9 +52,3 @@ def test_a_trial_whose_process_is_lost_is_reported_and_fails_the_launch(demo_sto
     assert f"lost: {lost_id}: no result recorded" in out, out[-4000:]
     assert "0 ok, 0 failed, 0 diverged, 0 skipped, 1 lost trial(s)" in out, out[-4000:]
 
-
-def _cmdline(pid: int) -> str:
-    try:
-        return " ".join(psutil.Process(pid).cmdline())
-    except psutil.Error:
-        return ""
