@@ -187,26 +187,6 @@ def test_a_knee_step_line_searches_the_method_parameter_at_the_knees_lr():
     assert "knee step (+0.15" in s.propose([low, high], [dose])[1]
 
 
-
-def test_knee_steps_give_way_once_two_configurations_at_the_knees_lr_failed_to_beat_it():
-    """Knee steps move a knee's method parameter at the knee's lr; once ``KNEE_TRIES`` (2) other finished
-    configurations sit at that lr and the knee is still the best, it yields to the other moves (on the
-    MUSE twin five knee steps in a row at one collapsing lr were half a search)."""
-    from sweeper.front.samplers import KNEE_TRIES
-    from sweeper.grid.search_settings import Range
-    lr = Range("lr", 3e-4, 3e-3, log=True)
-    at = lr.unit(1e-3)
-    high = ([0.7, at], [(10, 0.5, 0.98), (20, 0.3, 0.95), (30, 0.15, 0.93)])  # knee: lr 1e-3 x 40/30, retain 0.91
-    knee_lr = lr.unit(1e-3 * 40 / 30)
-    failed = [([0.85, knee_lr], [(10, 0.2, 0.3), (20, 0.1, 0.2), (30, 0.1, 0.1)]),  # plateaus: no knee of their own
-              ([0.8, knee_lr], [(10, 0.2, 0.4), (20, 0.1, 0.3), (30, 0.1, 0.2)])]
-    s = GapSampler(dims=2, senses=SENSES, seed=0, initial=0, ref=REF, lr_axis=(1, lr))
-    assert KNEE_TRIES == 2
-    assert s._knee_steps([high, failed[0]], taken=[])       # one failed step: the line search goes on
-    assert s._knee_steps([high, *failed], taken=[]) == []   # two: the knee gives way
-    elsewhere = ([0.8, 0.1], failed[1][1])                   # a configuration at another lr does not count
-    assert s._knee_steps([high, failed[0], elsewhere], taken=[])
-
 def test_the_start_spreads_the_method_parameter_and_keeps_the_lr_in_the_middle():
     """A Latin hypercube over the box, with the learning rate squeezed into the middle fifth of its range:
     dose moves and the No-unlearn fill move an lr either way, a method parameter is learnt only by trying it."""

@@ -35,8 +35,7 @@ between fills, a dose move, a knee step and an improving move in turn. Each kind
   knee's lr (the dose move then corrects a step that misses the ideal): first half the way to the range's
   end in the direction where the configurations' own hypervolume rises (a line search: the best knees of
   GDiff lie next to the largest c that still forgets), then local steps of 0.1, 0.05, ... of the unit
-  cube that way, then the other way; once ``KNEE_TRIES`` other configurations at the knee's lr have not
-  beaten it, no more (on the MUSE twin five knee steps in a row at one collapsing lr spent half a search).
+  cube that way, then the other way.
 * *improve*: first where a Gaussian process over the unit cube expects the largest improvement of a
   configuration's own hypervolume (its points' area against the objectives' reference: one configuration
   that reaches forget 0 at high retain carries most of a front's hypervolume; Optuna's ``GPSampler``,
@@ -69,8 +68,6 @@ MIN_DOSE_GAIN = 0.01
 START_LR_WIDTH = 0.2
 #: Dose moves and knee steps lead while the retain at the front's forget-ideal end is this share of the best.
 END_SHARE = 0.5
-#: Knee steps from a knee stop once this many other configurations at its lr have not beaten it.
-KNEE_TRIES = 2
 #: The gap sampler's Gaussian-process move needs Optuna (the ``[search]`` extra); without it, it is skipped.
 HAS_OPTUNA = importlib.util.find_spec("optuna") is not None
 
@@ -296,9 +293,6 @@ class GapSampler:
             return []
         base = np.asarray(finished[k][0], float).copy()
         base[axis] = min(1.0, max(0.0, lr_range.unit(lr)))
-        stepped = [j for j, (u, _) in enumerate(finished) if j != k and abs(u[axis] - base[axis]) < SAME_POINT]
-        if len(stepped) >= KNEE_TRIES:  # steps from this knee tried already; none beat it: let other moves lead
-            return []
         at = f"at its knee's lr {lr:.3g}" + ("" if lr_range.low <= lr <= lr_range.high else
                                              f" (outside the range: {lr_range.value(base[axis]):.3g})")
         own = self._own_hypervolumes(finished)
