@@ -4,6 +4,8 @@ seconds, where a real launch takes ~25 s a seed (how the gap sampler's defaults 
     .venv/bin/python benchmarks/replay_front.py --storage /tmp/bf22 --task gdiff_gpt2 --seeds 300
     .venv/bin/python benchmarks/replay_front.py --storage /tmp/bf22 --task npo_llama --random-order
     .venv/bin/python benchmarks/replay_front.py --storage /tmp/bf22 --task gdiff_gpt2 --show 17   # one seed's log
+    .venv/bin/python benchmarks/replay_front.py --storage /tmp/bf22 --task all --train-seeds 0 1 2 --seeds 50 \
+        --both-orders        # every task's landscape at each training seed (~3 min): how a change was judged
 
 The landscape is every trial of ``bench_front.py``'s runs of the task in ``--storage`` (its grids and
 searches, any tag): each configuration's full trajectory (forget, retain at every evaluated step). A
@@ -93,29 +95,51 @@ def replay(seed: int, keys, tracks, lr, anchor, n: int = 8, initial: int = 3, ra
 
 def main(argv=None) -> None:
     from analysis.pareto import hypervolume_2d
-    from bench_front import TASKS, measure
+    from bench_front import TASKS
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--storage", required=True, help="where bench_front.py's runs are (its --storage)")
-    p.add_argument("--task", default="gdiff_gpt2", choices=list(TASKS))
+    p.add_argument("--task", default="gdiff_gpt2", choices=[*TASKS, "all"])
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[0], help="landscapes of these training seeds "
+                   "(bench_front.py's --train-seeds), each against its own grid (<grid>_t<seed>)")
+    p.add_argument("--both-orders", action="store_true", help="replay each seed in both completion orders")
     p.add_argument("--seeds", type=int, default=300)
     p.add_argument("--n", type=int, default=8, help="configurations per search (bench_front's budget N)")
     p.add_argument("--grid-tag", default="Z", help="the grid run to compare with: <task>_grid24<tag>")
     p.add_argument("--random-order", action="store_true", help="complete the two running configurations in random order")
     p.add_argument("--show", type=int, default=None, help="print one seed's proposals and trajectories")
     args = p.parse_args(argv)
-    keys, tracks, lr, anchor = landscape(args.storage, args.task)
-    grid = measure(os.path.join(args.storage, f"{args.task}_grid{3 * args.n}{args.grid_tag}"))["hv"]
-    hv = lambda pts: hypervolume_2d(pts, (1.0, 0.0), ("min", "max")) / grid  # noqa: E731
+    if args.show is not None and args.task == "all":
+        p.error("--show replays one task: name it with --task")
     if args.show is not None:
+        keys, tracks, lr, anchor = landscape(args.storage, args.task, args.train_seeds[0])
+        grid = _grid_hv(args, args.task, args.train_seeds[0])
         pts = replay(args.show, keys, tracks, lr, anchor, args.n, random_order=args.random_order, show=True)
-        print(f"seed {args.show}: HV / grid HV {hv(pts):.3f}")
+        print(f"seed {args.show}: HV / grid HV {hypervolume_2d(pts, (1.0, 0.0), ('min', 'max')) / grid:.3f}")
         return
-    r = np.array([hv(replay(s, keys, tracks, lr, anchor, args.n, random_order=args.random_order))
-                  for s in range(args.seeds)])
-    q = np.quantile(r, [0.05, 0.1, 0.25, 0.5])
-    print(f"{args.task}: {len(keys)} measured configurations, {args.seeds} replayed seeds"
-          f"{' (random completion order)' if args.random_order else ''}: HV / grid HV min {r.min():.3f}, "
-          f"5 % {q[0]:.3f}, 10 % {q[1]:.3f}, 25 % {q[2]:.3f}, median {q[3]:.3f}; >= 0.98: {np.mean(r >= 0.98):.0%}")
+    orders = (False, True) if args.both_orders else (args.random_order,)
+    tenths, medians, everything = [], [], []
+    for task in (list(TASKS) if args.task == "all" else [args.task]):
+        for t in args.train_seeds:
+            keys, tracks, lr, anchor = landscape(args.storage, task, t)
+            grid = _grid_hv(args, task, t)
+            r = np.array([hypervolume_2d(replay(s, keys, tracks, lr, anchor, args.n, random_order=o),
+                                         (1.0, 0.0), ("min", "max")) / grid
+                          for o in orders for s in range(args.seeds)])
+            q = np.quantile(r, [0.05, 0.1, 0.25, 0.5])
+            tenths.append(q[1]), medians.append(q[3]), everything.append(r)
+            print(f"{task} (training seed {t}): {len(keys)} measured configurations, {len(r)} replays"
+                  f"{' (random completion order)' if orders == (True,) else ''}: HV / grid HV min {r.min():.3f}, "
+                  f"5 % {q[0]:.3f}, 10 % {q[1]:.3f}, 25 % {q[2]:.3f}, median {q[3]:.3f}; "
+                  f">= 0.98: {np.mean(r >= 0.98):.0%}", flush=True)
+    if len(tenths) > 1:
+        print(f"all {len(tenths)} landscapes: mean of the 10 % quantiles {np.mean(tenths):.3f}, mean of the medians "
+              f"{np.mean(medians):.3f}, replays >= 0.98: {np.mean(np.concatenate(everything) >= 0.98):.1%}")
+
+
+def _grid_hv(args, task: str, t: int) -> float:
+    """The hypervolume of the grid run a replay of ``task`` at training seed ``t`` is judged against."""
+    from bench_front import measure
+    return measure(os.path.join(args.storage, f"{task}_grid{3 * args.n}{args.grid_tag}" + (f"_t{t}" if t else "")))["hv"]
 
 
 if __name__ == "__main__":
