@@ -128,3 +128,44 @@ def test_optuna_sees_every_evaluated_point_of_a_configuration():
     values = sorted(tuple(t.values) for t in s.study.trials)
     assert values == [(0.1, 0.6), (0.3, 0.8), (0.6, 0.9)]
     assert all(t.params == {"u0": unit[0]} for t in s.study.trials)
+
+
+def test_a_repeatable_search_proposes_the_same_whatever_finishes_first(tmp_path):
+    """``repeatable: true``: proposal j sees exactly the first j - 1 configurations (two in flight), so the
+    log is the same whether trials finish oldest first or newest first, though Tune has room for three;
+    without it the order of completion changes the proposals (issue 22: a SimNPO search reran 0.79 -> 1.21)."""
+    logs = {}
+    for repeatable in (True, False):
+        for order in ("oldest", "newest"):
+            storage, run = Storage(str(tmp_path / f"runs-{repeatable}-{order}")), "fs"
+            search = {"kind": "front", "budget": 7, "initial": 2, "repeatable": repeatable,
+                      **({} if repeatable else {"early_stop": False})}
+            searcher = FrontSearcher(load_search(front_grid(tmp_path, name=run, search=search)), storage, run,
+                                     {"storage": storage.uri})
+            running, n, most = [], 0, 0
+            while True:
+                while len(running) < 3 and (config := searcher.suggest(f"t{n}")) not in ("FINISHED", None):
+                    running.append((f"t{n}", config))
+                    n += 1
+                most = max(most, len(running))
+                if not running:
+                    break
+                tune_id, config = running.pop(0 if order == "oldest" else -1)
+                finish(storage, config)
+                searcher.on_trial_complete(tune_id)
+            logs[repeatable, order] = [r["unit_json"] for r in storage.read_table(f"{run}/search/proposals.parquet").to_pylist()]
+            assert most == (2 if repeatable else 3), (repeatable, order)
+    assert len(logs[True, "oldest"]) == 7 and logs[True, "oldest"] == logs[True, "newest"]
+    assert logs[False, "oldest"] != logs[False, "newest"]
+
+
+def test_repeatable_settings():
+    settings, problems = search_settings({"search": {"kind": "front", "repeatable": True}})
+    assert (settings["repeatable"], settings["early_stop"], settings["fidelity"], problems) == (2, None, None, [])
+    assert search_settings({"search": {"kind": "front", "repeatable": 4}})[0]["repeatable"] == 4
+    assert search_settings({"search": {"kind": "front"}})[0]["repeatable"] is None
+    for bad, says in (({"repeatable": 0}, "must be true, false or a positive integer"),
+                      ({"repeatable": True, "sampler": "optuna"}, "needs sampler: gap"),
+                      ({"repeatable": True, "fidelity": {"keep": 0.5}}, "needs fidelity: false"),
+                      ({"repeatable": True, "early_stop": {"margin": 0.1}}, "needs early_stop: false")):
+        assert says in " ".join(search_settings({"search": {"kind": "front", **bad}})[1]), bad

@@ -17,6 +17,10 @@ the rung). The budget then counts full-length trials' worth of steps, so what a 
 run buys further configurations; the searcher hands out a proposal only when the steps it could take
 fit (running trials count in full until they finish).
 
+Repeatable (``search: {repeatable: true}``): proposal j sees exactly the first j - W + 1 configurations
+(W in flight, 2 for ``true``) and waits until they have finished, with rungs and early stop off, so the
+proposals depend on the search seed and the trials' results only, not on which trial finished first.
+
 Early stop: when a trial reports an evaluation after ``min_steps`` and every point it has evaluated is
 dominated, by ``margin`` on both objectives, by a point of another configuration on the same model and
 data, the scheduler writes ``<run>/trials/<id>/_STOP`` with the reason. The trial reads it at its next
@@ -235,7 +239,10 @@ class FrontSearcher(Searcher):
         for study in sorted(self.studies.values(), key=lambda st: self._count(st.id)):
             if not self._fits(study):
                 continue
-            finished, pending = self._history(study.id)
+            history = self._history(study.id)
+            if history is None:  # repeatable: the configurations this proposal must see are still running
+                continue
+            finished, pending = history
             got = self.samplers[study.id].propose(finished, pending, self._anchor(study)) if study.ranges \
                 else ([], "the study's one configuration")
             if got is None:
@@ -258,7 +265,19 @@ class FrontSearcher(Searcher):
                 return
 
     def _history(self, study_id: str):
-        """(finished [(unit, seed-mean [(step, x, y)])], pending [unit]) of a study's proposals."""
+        """(finished [(unit, seed-mean [(step, x, y)])], pending [unit]) of a study's proposals.
+
+        ``repeatable: W``: the next proposal j sees exactly the first j - W + 1 configurations, all finished
+        (None until they are: wait), and the others as pending, whatever finished first; so the proposals
+        depend only on the search seed and the trials' results, never on trial times."""
+        window = self.search.settings.get("repeatable")
+        if window:
+            recs = [r for r in self.log if r["study"] == study_id and r["trials"]]
+            seen = recs[:max(0, len(recs) - window + 1)]
+            if any(t not in self.status for r in seen for t in r["trials"]):
+                return None
+            return ([(r["unit"], self._seed_mean(r["trials"])) for r in seen],
+                    [r["unit"] for r in recs[len(seen):]])
         finished, pending = [], []
         for rec in self.log:
             if rec["study"] != study_id or not rec["trials"]:

@@ -13,14 +13,16 @@ from dataclasses import dataclass
 
 KINDS = ("grid", "front")
 SAMPLERS = ("gap", "optuna", "gp")
-SEARCH_KEYS = {"kind", "budget", "sampler", "objectives", "early_stop", "seed", "initial", "fidelity"}
+SEARCH_KEYS = {"kind", "budget", "sampler", "objectives", "early_stop", "seed", "initial", "fidelity", "repeatable"}
 EARLY_STOP_KEYS = {"min_steps", "margin"}
 FIDELITY_KEYS = {"rungs", "keep", "margin"}
 #: fidelity: successive halving over the front at the rung steps (sweeper.front.promotion); ``auto`` rungs
 #: are the evaluation steps before the last. Off (None) without early stop, whose stop marker it uses.
 DEFAULT_SEARCH = {"kind": "grid", "budget": 12, "sampler": "gap", "objectives": ["rouge_forget", "rouge_retain"],
                   "early_stop": {"min_steps": None, "margin": 0.05}, "seed": 0, "initial": 3,
-                  "fidelity": {"rungs": "auto", "keep": 0.5, "margin": 0.02}}
+                  "fidelity": {"rungs": "auto", "keep": 0.5, "margin": 0.02}, "repeatable": False}
+#: ``repeatable: true`` keeps this many configurations in flight (an integer sets another number).
+REPEATABLE_WINDOW = 2
 
 #: Which way each summary metric is better: the two objectives of a front need a known direction.
 SENSES = {
@@ -84,6 +86,9 @@ def search_settings(doc: dict) -> tuple[dict, list[str]]:
                 for k in given if k not in SEARCH_KEYS]
     s = {**DEFAULT_SEARCH, **given}
     stop_given = given.get("early_stop")
+    problems += _repeatable_problems(f, s, given)
+    if s["repeatable"] and stop_given is None:
+        stop_given = False  # its stops depend on how far other trials have got: off in a repeatable search
     if stop_given is False or (stop_given is None and s["kind"] == "grid"):
         s["early_stop"] = None  # early stopping is on by default for a front search only
     elif stop_given is None or isinstance(stop_given, dict):  # a copy: the defaults are never modified
@@ -128,6 +133,25 @@ def search_settings(doc: dict) -> tuple[dict, list[str]]:
                                 f"integer and margin a number >= 0")
     problems += _fidelity_problems(f, s["fidelity"], fid_given)
     return s, problems
+
+
+def _repeatable_problems(f: str, s: dict, given: dict) -> list[str]:
+    """Check ``repeatable`` and set it to the number of configurations in flight (None when off)."""
+    value = s["repeatable"]
+    if value is False or value is None:
+        s["repeatable"] = None
+        return []
+    window = REPEATABLE_WINDOW if value is True else value
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        s["repeatable"] = None
+        return [f"{f}: search: repeatable = {value!r} must be true, false or a positive integer (configurations "
+                f"in flight)"]
+    s["repeatable"] = window
+    if s["sampler"] != "gap":
+        return [f"{f}: search: repeatable needs sampler: gap (Optuna's samplers learn in completion order)"]
+    clash = [k for k in ("early_stop", "fidelity") if given.get(k) not in (None, False)]
+    return [f"{f}: search: repeatable needs {k}: false (its stops depend on how far other trials have got "
+            f"when a trial reports)" for k in clash]
 
 
 def _fidelity_problems(f: str, fid, given) -> list[str]:
