@@ -8,6 +8,8 @@
     .venv/bin/python benchmarks/bench_front.py --train-seeds 0 1 2 ...   # the same per training seed (the
                                  # trials' own seed: another landscape), each search against its seed's grid
     .venv/bin/python benchmarks/bench_front.py --tasks gdiff_gpt2 --seeds 0 1 --no-write   # one task, two seeds
+    .venv/bin/python benchmarks/bench_front.py --n 16 --grid-n 8 --grid-tag Z --tag B16   # searches of 16 against
+                                 # the same 24-trial grids (reused by --grid-tag): what more budget buys
     .venv/bin/python benchmarks/bench_front.py --quick                 # N = 4, one seed, the tuning task: a smoke run
     .venv/bin/python benchmarks/bench_front.py --storage /tmp/front --tag b   # keep the runs; reuses the cached targets
                                                                        # (a run whose name exists is resumed, not rerun:
@@ -169,6 +171,8 @@ def shared_ray(tmp: str):
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=8, help="full trials' worth of steps per search (the grid gets 3n trials)")
+    p.add_argument("--grid-n", type=int, default=None, help="size the grid for this n instead (3 x grid-n trials): "
+                   "`--n 16 --grid-n 8` runs searches of 16 against the 24-trial grid (what more budget buys)")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="search seeds")
     p.add_argument("--search", default="{}", help="extra search settings as JSON, e.g. '{\"fidelity\": false}'")
@@ -189,6 +193,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.seeds, args.tasks = 4, [0], ["gdiff_gpt2"]
+    args.grid_n = args.grid_n or args.n
     storage = args.storage or tempfile.mkdtemp(prefix="bench_front_")
     extra = json.loads(args.search)
     rows, started = [], time.time()
@@ -201,7 +206,7 @@ def main(argv=None) -> dict:
                                      shifts=args.grid_shifts if t == args.train_seeds[0] else 0)
         finally:
             stop()
-    result = {"n": args.n, "rows": rows, "total_s": time.time() - started, "quick": args.quick,
+    result = {"n": args.n, "grid_n": args.grid_n, "rows": rows, "total_s": time.time() - started, "quick": args.quick,
               "load": os.getloadavg(), "extra": extra,
               "command": "benchmarks/bench_front.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     text = render(result)
@@ -216,9 +221,9 @@ def run_task(task: str, t: int, args, storage: str, work: str, address: str, ext
     ``shifts`` other placements (rows as ``measure`` returns them, with the task, kind, seeds and wall)."""
     suffix = f"_t{t}" if t else ""
     rows = []
-    grid_name = f"{task}_grid{3 * args.n}{args.tag if args.grid_tag is None else args.grid_tag}{suffix}"
+    grid_name = f"{task}_grid{3 * args.grid_n}{args.tag if args.grid_tag is None else args.grid_tag}{suffix}"
     reused = os.path.isdir(os.path.join(storage, grid_name))  # measured again, not rerun: its device-s are stale
-    wall = launch(grid_doc(task, grid_name, None, args.n, train_seed=t), storage, work, address)
+    wall = launch(grid_doc(task, grid_name, None, args.grid_n, train_seed=t), storage, work, address)
     grid = {"task": task, "kind": "grid", "seed": "-", "train_seed": t, "wall_s": wall,
             **measure(os.path.join(storage, grid_name)), "reused": reused}
     rows.append(grid)
@@ -260,12 +265,12 @@ def run_task(task: str, t: int, args, storage: str, work: str, address: str, ext
 def _grid_run(task: str, name: str, args, shift: int, t: int, storage: str, work: str, address: str):
     """(``measure``'s row, whether this call ran it rather than found it in storage) of one more grid run."""
     new_run = not os.path.isdir(os.path.join(storage, name))
-    launch(grid_doc(task, name, None, args.n, shift, train_seed=t), storage, work, address)
+    launch(grid_doc(task, name, None, args.grid_n, shift, train_seed=t), storage, work, address)
     return measure(os.path.join(storage, name)), new_run
 
 
 def render(result: dict) -> str:
-    rows, n = result["rows"], result["n"]
+    rows, n, grid_n = result["rows"], result["n"], result.get("grid_n", result["n"])
     grids = {(r["task"], r.get("train_seed", 0)): r for r in rows if r["kind"] == "grid"}
     tasks = list(dict.fromkeys(task for task, _ in grids))
     seeds = sorted({t for _, t in grids})
@@ -276,7 +281,7 @@ def render(result: dict) -> str:
              f"- Command: `.venv/bin/python {result['command'].strip()}` (from the repository root)",
              f"- Searches: `budget: {n}` (full trials' worth of steps), the defaults otherwise"
              + (f" plus {json.dumps(result['extra'])}" if result["extra"] else "")
-             + f"; grids: {3 * n} trials on the same box (learning rate log-uniform in {LR_RANGE}).",
+             + f"; grids: {3 * grid_n} trials on the same box (learning rate log-uniform in {LR_RANGE}).",
              "- Hypervolume: forget (down) x retain (up) against (1, 0), over every evaluated point of the run's "
              "trials. Device-seconds: trial loop seconds x workers (evaluations included; Ray, stage 1 not); "
              "steps: unlearning steps run (a load-independent cost).",

@@ -169,3 +169,12 @@ def test_repeatable_settings():
                       ({"repeatable": True, "fidelity": {"keep": 0.5}}, "needs fidelity: false"),
                       ({"repeatable": True, "early_stop": {"margin": 0.1}}, "needs early_stop: false")):
         assert says in " ".join(search_settings({"search": {"kind": "front", **bad}})[1]), bad
+
+
+def test_the_plan_names_the_search_seed_and_a_repeatable_search(tmp_path, capsys):
+    from sweeper.cluster.plan import print_search_plan
+    for search, says in (({"seed": 3}, "sampler gap (seed 3), objectives"),
+                         ({"repeatable": True}, "sampler gap (seed 0; repeatable, 2 configurations in flight)")):
+        print_search_plan(load_search(front_grid(tmp_path, search={"kind": "front", "budget": 6, **search})),
+                          conc=2, cpus=2, gpus=0)
+        assert says in capsys.readouterr().out

@@ -158,7 +158,9 @@ def print_search_plan(search, conc: int, cpus: float, gpus: float | None, runner
     budget = f"{search.budget} full trials' worth of steps (rungs: {st['fidelity']['rungs']})" if st.get("fidelity") \
         else f"{search.budget} trials at most"
     print(f"front search: {len(search.studies)} stud{'y' if len(search.studies) == 1 else 'ies'}, "
-          f"{budget}, sampler {st['sampler']}, objectives {st['objectives'][0]} "
+          f"{budget}, sampler {st['sampler']} (seed {st['seed']}"
+          + (f"; repeatable, {st['repeatable']} configurations in flight" if st.get("repeatable") else "")
+          + f"), objectives {st['objectives'][0]} "
           f"({search.senses[0]}) and {st['objectives'][1]} ({search.senses[1]}), early stop "
           + (f"after {stop['min_steps']} steps at margin {stop['margin']:g}" if stop else "off"))
     for study in search.studies:
