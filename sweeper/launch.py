@@ -44,11 +44,12 @@ QUIET_ENV = {
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = False,
-              num_gpus: float | None = None) -> None:
-    """Join a cluster (``address``) or start a local Ray with the trial-slot resource; quiet workers."""
+              num_gpus: float | None = None, env_vars: dict | None = None) -> None:
+    """Join a cluster (``address``) or start a local Ray with the trial-slot resource; quiet workers, each
+    with ``env_vars`` too (``--env``; Ray merges them into every task's and actor's own variables)."""
     import ray
     os.environ.update({k: v for k, v in QUIET_ENV.items() if k not in os.environ})
-    env = {"env_vars": {k: os.environ[k] for k in QUIET_ENV}}
+    env = {"env_vars": {**{k: os.environ[k] for k in QUIET_ENV}, **(env_vars or {})}}
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=verbose)
     else:
@@ -78,12 +79,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--track", action="append", default=[], metavar="TRACKER",
                    help="log every trial to an experiment tracker: mlflow (a local store under the run unless "
                         "MLFLOW_TRACKING_URI is set), tensorboard or wandb; repeat or comma-separate for several")
+    p.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+                   help="an environment variable every Ray worker of the sweep gets, on every node (HF_TOKEN, "
+                        "HF_HOME, SWEEPER_CACHE); NAME alone passes this shell's value; repeat for several")
     p.add_argument("--verbose", action="store_true", help="show every Ray worker's log lines (noisy)")
     p.add_argument("--no-report", action="store_true", help="do not write the analysis report at the end")
     p.add_argument("--report-dir", default=None,
                    help="local folder for the report (default: <storage>/<run>/report for a local storage folder; "
                         "./<run>-report for remote storage, whose report also goes into <storage>/<run>/report/)")
     return p.parse_args(argv)
+
+
+def worker_env(entries: list[str]) -> dict[str, str]:
+    """``--env`` entries as a dict: ``NAME=VALUE``, or ``NAME`` for this process's value.
+
+    >>> worker_env(["HF_HOME=/data/hf", "HOME"])["HF_HOME"]
+    '/data/hf'
+    """
+    out = {}
+    for entry in entries:
+        name, has_value, value = entry.partition("=")
+        if not name.isidentifier():
+            raise ValueError(f"--env {entry!r}: expected NAME=VALUE or NAME, with NAME a variable name")
+        if not has_value:
+            if name not in os.environ:
+                raise ValueError(f"--env {name}: {name} is not set in this shell; give NAME=VALUE instead")
+            value = os.environ[name]
+        out[name] = value
+    return out
 
 
 def trial_process_resources(specs: list[TrialSpec], runner: str, has_slot: bool):
@@ -187,6 +210,11 @@ def main(argv=None) -> int:
     except StorageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        env_vars = worker_env(args.env)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     run = specs[0].run
     if not search:  # a run made before trial ids named the dataset keeps its ids
         specs = adopt_legacy_ids(specs, storage)
@@ -209,7 +237,8 @@ def main(argv=None) -> int:
 
     import ray
     start = time.time()
-    start_ray(args.address, args.num_cpus, args.verbose, args.num_gpus)
+    os.environ.update(env_vars)  # the launcher's own work (a checkpoint's files, the report) sees them too
+    start_ray(args.address, args.num_cpus, args.verbose, args.num_gpus, env_vars)
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
     trial_slots = bool(total.get(TRIAL_SLOT))

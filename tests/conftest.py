@@ -40,10 +40,10 @@ def ray_address(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def s3_smoke_sweep(demo_storage, tmp_path_factory):
+def s3_smoke_sweep(demo_storage, tmp_path_factory, ray_address):
     """The smoke grid killed, resumed and relaunched on moto's S3 server (tests/s3_smoke_sweep.py), once per
     session; the server stays up until the session ends so the tests read the store itself."""
     from object_store_server import s3_server
     from s3_smoke_sweep import sweep
     with s3_server() as s3:
-        yield sweep(s3, demo_storage, tmp_path_factory.mktemp("s3_sweep"))
+        yield sweep(s3, demo_storage, tmp_path_factory.mktemp("s3_sweep"), ray_address)

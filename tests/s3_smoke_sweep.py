@@ -96,8 +96,10 @@ def snapshot(store: Storage, trial: str) -> dict:
     return files
 
 
-def sweep(s3, demo_storage: Path, tmp_path: Path) -> S3SmokeSweep:
-    """Run the three launches against the server ``s3`` (tests/object_store_server.py) and record them."""
+def sweep(s3, demo_storage: Path, tmp_path: Path, ray_address: str) -> S3SmokeSweep:
+    """Run the three launches against the server ``s3`` (tests/object_store_server.py) and record them: the
+    first on a local Ray of its own (the kill takes it down), the others on the session's (``ray_address``),
+    whose workers get the node cache's variable from ``--env``."""
     s3.bucket(BUCKET)
     store = Storage(s3.uri(f"{BUCKET}/runs"))
     seed_target(demo_storage, store)
@@ -132,6 +134,7 @@ def sweep(s3, demo_storage: Path, tmp_path: Path) -> S3SmokeSweep:
                    if (state := checkpoint(store, t))}
     result.before = {t: snapshot(store, t) for t in result.done_before}
 
+    cmd += ["--address", ray_address, "--env", f"SWEEPER_CACHE={cache}"]
     result.second_rc = launch(cmd, env, tmp_path / "second.log")
     if result.second_rc == 0:
         result.everything = {t: snapshot(store, t) for t in result.finished()}

@@ -46,7 +46,7 @@ def launcher_env(**extra: str) -> dict:
     env = dict(os.environ, **extra)
     # Local Ray workers inherit the launcher's environment, so the plugin imports in every worker.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), str(ROOT), env.get("PYTHONPATH")) if p)
-    env.pop("RAY_ADDRESS", None)  # always a fresh local Ray, never another sweep's cluster
+    env.pop("RAY_ADDRESS", None)  # a fresh local Ray unless the command names the session's (--address)
     return env
 
 
@@ -119,11 +119,13 @@ def storage(demo_storage):
     return demo_storage
 
 
-def test_failed_and_restarted_train_jobs(storage, tmp_path):
+def test_failed_and_restarted_train_jobs(storage, tmp_path, ray_address):
+    """On the session's Ray (tests/conftest.py): its workers get the marker's variable from ``--env`` alone."""
     grid = grid_file(tmp_path, "faults", [{"method": m} for m in ("raise_at", "die_once")], ["static"])
     marker = tmp_path / "die_once.marker"
     log = tmp_path / "launch.log"
-    rc = launch(command(grid, storage), launcher_env(**{MARKER_ENV: str(marker)}), log)
+    cmd = command(grid, storage) + ["--address", ray_address, "--env", f"{MARKER_ENV}={marker}"]
+    rc = launch(cmd, launcher_env(), log)
     out = log.read_text()
     assert rc == 1, f"a failed trial must make the launcher exit 1, got {rc}:\n{out[-4000:]}"
 

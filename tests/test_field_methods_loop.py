@@ -2,7 +2,7 @@
 
 * ``nll`` and ``npo`` give the numbers the loop gave before objectives could ask for more than sequence
   log-probs: ``test_field_methods_rows.json`` holds 5 steps of 4 cases recorded with that code (commit
-  6ad0daa's ``Unlearner``, by the recipe in ``_record``), compared to 1e-12;
+  6ad0daa's ``Unlearner``, by the recipe in ``_record``), compared to float32's reach across CPUs (``RECORDED_RTOL``);
 * every forget objective with every retain loss runs with GDiff, NGDiff, LossNorm, PDU, AutoLR;
 * at the start the model IS the target: RMU's and KL's retain losses are 0, UNDIAL's value is the KL of
   the adjusted distribution;
@@ -39,6 +39,10 @@ RECORDED = {
     "npo_ga": dict(method="ga", forget_loss="npo", forget_loss_params={"beta": 0.1}),
     "lossnorm_npo": dict(method="lossnorm", forget_loss="npo"),
 }
+#: The rows are bit-identical on the CPU that recorded them. Another CPU sums float32 reductions in
+#: another order (other SIMD widths): measured up to 1.3e-5 relative (``dot``, the sum of 375k products,
+#: on an AMD EPYC with AVX512), 3e-6 after AutoLR's fits. A changed formula moves rows by far more.
+RECORDED_RTOL = 1e-4
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +97,7 @@ def test_nll_and_npo_give_the_recorded_numbers(env):
         for old, new in zip(rows, now[name]):
             assert set(old) == set(new), name
             for key, value in old.items():
-                assert new[key] == pytest.approx(value, rel=1e-12, abs=1e-15, nan_ok=True), (name, old["step"], key)
+                assert new[key] == pytest.approx(value, rel=RECORDED_RTOL, abs=1e-12, nan_ok=True), (name, old["step"], key)
 
 
 @pytest.mark.parametrize("forget_loss", known_objectives("forget"))

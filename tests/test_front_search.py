@@ -106,8 +106,10 @@ def test_three_seed_search_killed_resumed_to_budget_and_reported(storage, tmp_pa
 def test_a_dominated_configuration_is_stopped_early_and_recorded(storage, tmp_path, ray_address):
     """One trial at a time, each inline in a Ray task whose reports its Tune trial process relays to the
     scheduler: GDiff (c = 0.55) reaches forget 0.0 / retain 0.75; then a rule that only ascends the retain
-    loss sits near (0.06, 0.05) from step 10 on, dominated by more than the margin. (Under DDP, rank 0 reads
-    the stop marker and tells every rank: tests/test_distributed.py.)"""
+    loss sits near (0.06, 0.05) from step 10 on, dominated by more than the margin, or at retain 0.000, no
+    better than the reference: which one depends on float32 sums that differ across CPUs (both reasons'
+    wording: tests/test_search.py, tests/test_front_moves.py). (Under DDP, rank 0 reads the stop marker and
+    tells every rank: tests/test_distributed.py.)"""
     path = grid(tmp_path, "stopper", plugins=["faulty_methods"],
                 models=[{"name": "tiny-gpt2", "workers": 1, "cpus_per_worker": 1}],
                 search={"kind": "grid", "early_stop": {"min_steps": 10, "margin": 0.02}},
@@ -118,6 +120,7 @@ def test_a_dominated_configuration_is_stopped_early_and_recorded(storage, tmp_pa
     assert rows["gdiff"]["status"] == "ok" and rows["gdiff"]["steps"] == 30
     stopped = rows["retain_ascent"]
     assert stopped["status"] == "stopped_dominated" and stopped["steps"] < 30, stopped
-    assert "dominated" in stopped["stop_reason"] and rows["gdiff"]["trial_id"] in stopped["stop_reason"]
+    why = stopped["stop_reason"]
+    assert ("dominated" in why and rows["gdiff"]["trial_id"] in why) or why.startswith("no evaluated point adds"), why
     assert stopped["rouge_forget"] is not None  # its last evaluated point is kept
     assert "1 stopped_dominated" in (tmp_path / "log.txt").read_text()

@@ -1,5 +1,5 @@
 """Fault tolerance of the inline runner's Ray task (``sweeper.cluster.trial.run_inline_task``) under a real
-launch on a local Ray: each one-worker trial runs in a reused Ray worker, and its Tune trial process only
+launch on the session's Ray: each one-worker trial runs in a reused Ray worker, and its Tune trial process only
 relays its reports. One launch runs four trials whose rules come from the test plugin ``faulty_methods``:
 
 - NGDiff: fine, 'ok' with every step.
@@ -23,13 +23,14 @@ from test_fault_tolerance import (MARKER_ENV, RAISE_MESSAGE, STEPS, assert_faile
 pytestmark = pytest.mark.slow
 
 
-def test_inline_tasks_diverge_fail_and_restart(demo_storage, tmp_path):
+def test_inline_tasks_diverge_fail_and_restart(demo_storage, tmp_path, ray_address):
     grid = grid_file(tmp_path, "inline_faults", [{"method": m} for m in ("ngdiff", "nan_weights", "raise_at", "die_once")],
                      ["static"])
     marker = tmp_path / "die_once.marker"
     log = tmp_path / "launch.log"
-    cmd = [sys.executable, "-m", "sweeper.launch", "--grid", str(grid), "--storage", str(demo_storage)]
-    rc = launch(cmd, launcher_env(**{MARKER_ENV: str(marker)}), log)
+    cmd = [sys.executable, "-m", "sweeper.launch", "--grid", str(grid), "--storage", str(demo_storage),
+           "--address", ray_address, "--env", f"{MARKER_ENV}={marker}"]  # the session's Ray (tests/conftest.py)
+    rc = launch(cmd, launcher_env(), log)
     out = log.read_text()
     assert rc == 1, f"a failed trial must make the launcher exit 1, got {rc}:\n{out[-4000:]}"
     assert out.count(", inline") == 4 and "2 ok, 1 failed, 1 diverged, 0 skipped trial(s), 1 No-unlearn row(s)" in out
