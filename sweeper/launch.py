@@ -203,16 +203,16 @@ def main(argv=None) -> int:
     except GridError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        env_vars = worker_env(args.env)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:  # an unreachable or read-only store is refused here, in one sentence, before Ray starts
         storage = Storage(args.storage)
         if not args.dry_run and (why := storage.problem()):
             raise StorageError(why)
     except StorageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        env_vars = worker_env(args.env)
-    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run = specs[0].run

@@ -13,6 +13,20 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+#: The test modules whose gloo ranks share one spawn (tests/equivalence.py, ``spawn_jobs``): module -> rank worker.
+GLOO_JOBS = {"test_distributed": ("ddp_worker", "worker"), "test_fsdp": ("fsdp_worker", "worker"),
+             "test_field_methods_fsdp": ("test_field_methods_fsdp", "worker"), "test_lora": ("lora_worker", "both_worker")}
+
+
+@pytest.fixture(scope="session")
+def gloo_ranks(request, tmp_path_factory):
+    """``{module: [rank 0's results, rank 1's]}`` for the modules of ``GLOO_JOBS`` whose tests this session runs
+    (and that use this fixture), from two gloo ranks spawned once for all of them."""
+    from equivalence import spawn_jobs
+    wanted = {item.module.__name__ for item in request.session.items if "gloo_ranks" in getattr(item, "fixturenames", ())}
+    return spawn_jobs({m: GLOO_JOBS[m] for m in sorted(wanted)}, 2, tmp_path_factory.mktemp("gloo"))
+
+
 @pytest.fixture(scope="session")
 def demo_storage(tmp_path_factory):
     """One storage for the slow tests whose grids fine-tune the smoke/demo target (tiny GPT-2 on the

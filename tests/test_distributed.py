@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import ddp_worker
-from equivalence import autolr_tolerance, rel, spawn_ranks
+from equivalence import autolr_tolerance, rel
 from sweeper.unlearn.distributed import Comm
 from sweeper.models.lm import sequence_logprobs
 from sweeper.unlearn.loop import StepBatches
@@ -46,10 +46,9 @@ BULK_FRACTION = 0.999
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(gloo_ranks):
     """{"dist": [rank0 results, rank1 results], "single": results, "data": the 1-worker setup}."""
-    out = tmp_path_factory.mktemp("ddp")
-    dist_results = spawn_ranks(ddp_worker.worker, WORLD, out, "distributed")
+    dist_results = gloo_ranks["test_distributed"]   # ddp_worker.worker on two ranks (tests/conftest.py)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import ddp_worker
-from equivalence import spawn_ranks
 from sweeper.data.qa import QADataset
 from sweeper.data.refusals import idk_rows
 from sweeper.unlearn.distributed import Comm
@@ -54,8 +53,8 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    dist_results = spawn_ranks(worker, WORLD, tmp_path_factory.mktemp("field_fsdp"), "FSDP field")
+def runs(gloo_ranks):
+    dist_results = gloo_ranks["test_field_methods_fsdp"]   # worker above on two ranks (tests/conftest.py)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

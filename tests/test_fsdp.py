@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import ddp_worker
-from equivalence import autolr_tolerance, rel, spawn_ranks
+from equivalence import autolr_tolerance, rel
 import fsdp_worker
 import sweeper.unlearn.loop
 from sweeper.unlearn.distributed import Comm
@@ -58,10 +58,9 @@ def _exact_dot(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(gloo_ranks):
     """{"dist": [rank0 results, rank1 results], "single": 1-process unsharded results, "data": setup}."""
-    out = tmp_path_factory.mktemp("fsdp")
-    dist_results = spawn_ranks(fsdp_worker.worker, WORLD, out, "FSDP")
+    dist_results = gloo_ranks["test_fsdp"]   # fsdp_worker.worker on two ranks (tests/conftest.py)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

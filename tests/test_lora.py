@@ -174,16 +174,14 @@ def test_lora_trial_checkpoints_and_keeps_only_the_adapter(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def lora_ranks(tmp_path_factory):
-    """(2 gloo ranks' results of both LoRA cases, one worker's): one spawn for the two tests below, whose
-    ranks import torch, transformers and peft once (both tests: 9 s on 2 idle CPUs)."""
+def lora_ranks(gloo_ranks):
+    """(2 gloo ranks' results of both LoRA cases, one worker's): ``lora_worker.both_worker`` on the gloo ranks
+    the session spawns once (tests/conftest.py) for the two tests below."""
     import ddp_worker
     import lora_worker
-    from equivalence import spawn_ranks
     from sweeper.unlearn.distributed import Comm
 
-    ranks = spawn_ranks(lora_worker.both_worker, 2, tmp_path_factory.mktemp("lora_ranks"), "LoRA DDP + FSDP2")
-    return ranks, lora_worker.run(ddp_worker.setup(), Comm())
+    return gloo_ranks["test_lora"], lora_worker.run(ddp_worker.setup(), Comm())
 
 
 @pytest.mark.slow
