@@ -136,15 +136,11 @@ CURVE_FIGURES = [
 ]
 
 
-def _draw(fn: str, steps: pd.DataFrame, path: Path, kwargs: dict) -> list[Path]:
-    return getattr(plots, fn)(steps, path, **kwargs)
-
-
 @contextlib.contextmanager
 def _no_main_for_children():
     """While drawing processes start: a spawned child imports its parent's ``__main__`` first, which under
     ``python -m sweeper.launch`` is the whole launcher with torch (~1.4 s per child, on the report's
-    critical path), though it runs only this module's ``_draw``. Hiding the main module's name and path
+    critical path), though it runs only a function of ``analysis.plots``. Hiding the main module's name and path
     for that moment makes the children skip it; both are restored."""
     main = sys.modules["__main__"]
     saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}
@@ -174,13 +170,15 @@ def start_curves(data: RunData, out: Path, workers: int | None = None):
                  for title, fn, kwargs, stem in CURVE_FIGURES]
     workers = min(len(jobs), workers if workers is not None else (os.cpu_count() or 1))
     if workers < 2:
-        done = [(title, _draw(fn, sub, path, kw)) for title, fn, sub, path, kw in jobs]
+        done = [(title, getattr(plots, fn)(sub, path, **kw)) for title, fn, sub, path, kw in jobs]
         return lambda: [(t, "" if p else "no trials of this kind in the run", p) for t, p in done]
     # spawn, not fork: the launcher calls this with Ray's threads running, which a forked child must not inherit
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     try:
         with _no_main_for_children():  # the processes start here, at the first submits
-            futures = [(title, pool.submit(_draw, fn, sub, path, kw)) for title, fn, sub, path, kw in jobs]
+            # analysis.plots' own functions: a function of this module would be __main__'s under
+            # ``python -m analysis.report``, which the children (main hidden) cannot unpickle
+            futures = [(title, pool.submit(getattr(plots, fn), sub, path, **kw)) for title, fn, sub, path, kw in jobs]
     except BrokenProcessPool:   # the pool broke before the last job was in (see finish): draw them all here
         futures = []
 
@@ -190,7 +188,7 @@ def start_curves(data: RunData, out: Path, workers: int | None = None):
                 raise BrokenProcessPool("no job was submitted")
             done = [(t, f.result()) for t, f in futures]
         except BrokenProcessPool:  # a main module spawn cannot re-import (python - < script): draw here
-            done = [(title, _draw(fn, sub, path, kw)) for title, fn, sub, path, kw in jobs]
+            done = [(title, getattr(plots, fn)(sub, path, **kw)) for title, fn, sub, path, kw in jobs]
         finally:
             pool.shutdown()
         return [(t, "" if p else "no trials of this kind in the run", p) for t, p in done]

@@ -22,6 +22,8 @@ from analysis.success import SuccessCriteria, success_flags
 from analysis.tables import autolr_table, method_label, model_label, paper_table, sharding_label, summary_markdown
 from sweeper.store.results import STEP_SCHEMA, SUMMARY_SCHEMA, to_table
 
+ROOT = Path(__file__).resolve().parent.parent
+
 # ---------------------------------------------------------------- Pareto front
 
 
@@ -248,10 +250,15 @@ def test_load_run_errors_name_the_path(tmp_path: Path):
         load_run(str(tmp_path / "empty"))
 
 
-def test_report_writes_every_file(run_dir: Path, tmp_path: Path, capsys):
+def test_report_writes_every_file(run_dir: Path, tmp_path: Path):
+    """As the README runs it, ``python -m analysis.report``: its curve figures are drawn in spawned processes,
+    which must not need this ``__main__`` (they once failed to unpickle a function of it, with a traceback
+    on the terminal, and the report fell back to drawing everything itself)."""
     out = tmp_path / "report"
-    assert report_main([str(run_dir), "--out", str(out)]) == 0
-    assert str(out) in capsys.readouterr().out
+    done = subprocess.run([sys.executable, "-m", "analysis.report", str(run_dir), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and str(out) in done.stdout, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
     names = ["index.html", "summary.md", "hypervolume.csv"]
     names += [f"{t}.{e}" for t in ("paper_table", "autolr_table") for e in ("md", "html", "tex")]
     names += [f"{f}.{e}" for f in ("pareto", "curves_methods", "curves_lr", "lr_sensitivity", "norms_lr")

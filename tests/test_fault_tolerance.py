@@ -53,7 +53,9 @@ def launcher_env(**extra: str) -> dict:
 def command(grid: Path, storage: Path) -> list:
     # Ray Train jobs: their own worker restarts are what these tests check (the inline runner's retries
     # are in tests/test_trial.py, a lost trial process in tests/test_multinode.py).
-    return [sys.executable, "-m", "sweeper.launch", "--grid", str(grid), "--storage", str(storage), "--runner", "train"]
+    # No report: the failure section's rows are checked in tests/test_inline_task.py.
+    return [sys.executable, "-m", "sweeper.launch", "--grid", str(grid), "--storage", str(storage), "--runner", "train",
+            "--no-report"]
 
 
 def session_pids(sid: int) -> list[int]:
