@@ -106,8 +106,8 @@ def _tfevents(path: str):
         pos += 12 + n + 4
 
 
-@pytest.mark.slow  # starts a local Ray (the marker's meaning): 12-44 s measured on 2 shared cores
-def test_a_real_sweep_is_tracked_by_mlflow_and_tensorboard(tmp_path, monkeypatch, smoke_specs):
+@pytest.mark.slow  # runs on the session's Ray (tests/conftest.py), as the marker means
+def test_a_real_sweep_is_tracked_by_mlflow_and_tensorboard(tmp_path, monkeypatch, smoke_specs, ray_address):
     import mlflow
     import ray
     from mlflow.tracking import MlflowClient
@@ -125,7 +125,7 @@ def test_a_real_sweep_is_tracked_by_mlflow_and_tensorboard(tmp_path, monkeypatch
         tune.report({"status": "ok", "final_loss_retain": 0.5, "final_loss_forget": 7.0, "rouge_forget": 0.1,
                      "rouge_retain": 0.9, "steps": 30})
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address=ray_address, log_to_driver=False)
     try:
         results = tune.Tuner(
             tune.with_parameters(trainable, specs=smoke_specs),
