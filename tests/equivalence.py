@@ -1,5 +1,6 @@
-"""Shared by the N-workers-equal-1-worker tests (test_distributed.py for DDP, test_fsdp.py for FSDP2):
-spawning gloo ranks, and the tolerances of the comparison."""
+"""Shared by the N-workers-equal-1-worker tests (test_distributed.py for DDP, test_fsdp.py for FSDP2, the
+field's objectives and LoRA): spawning gloo ranks once for all of them (``gloo_ranks`` in tests/conftest.py),
+and the tolerances of the comparison."""
 from __future__ import annotations
 
 import importlib
@@ -18,45 +19,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn_ranks(worker, world: int, out_dir, label: str, limit_s: float = 150.0, extra: tuple = ()) -> list[dict]:
-    """Run ``worker(rank, world, port, out_dir, *extra)`` on ``world`` spawned processes; each saves
-    ``out_dir/rank{r}.pt``, returned in rank order. The limit is a hang guard, not a speed limit (the
-    children also time out in their process group at 120 s)."""
+def spawn_jobs(jobs: dict[str, tuple[str, str]], world: int, out_dir, limit_s: float = 300.0) -> dict[str, list[dict]]:
+    """Run rank workers (``{label: (module, function)}``, each called as ``worker(rank, world, port, out_dir)``
+    and saving ``out_dir/rank{r}.pt``) one after another on the same ``world`` spawned processes, each on a
+    fresh gloo group: one process start and one import of torch and transformers per rank for all of them
+    (about 5 s per spawn on 2 CPUs). Returns ``{label: results in rank order}``. The limit is a hang guard,
+    not a speed limit (the children also time out in their process group at 120 s)."""
+    if not jobs:
+        return {}
+    spec = [(label, module, name, free_port()) for label, (module, name) in jobs.items()]
     deadline = time.monotonic() + limit_s
-    ctx = mp.start_processes(worker, args=(world, free_port(), str(out_dir), *extra), nprocs=world, join=False,
+    ctx = mp.start_processes(_run_jobs, args=(world, str(out_dir), spec), nprocs=world, join=False,
                              start_method="spawn")
     try:
         while not ctx.join(timeout=1.0):   # raises with the child's traceback if a rank fails
             if time.monotonic() > deadline:
-                pytest.fail(f"the {label} workers did not finish within {limit_s:.0f} s")
+                pytest.fail(f"the {' and '.join(jobs)} workers did not finish within {limit_s:.0f} s")
     finally:
         for p in ctx.processes:
             if p.is_alive():
                 p.kill()
                 p.join()
-    if extra:   # spawn_jobs reads each job's files itself
-        return []
-    return [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=False) for r in range(world)]
-
-
-def spawn_jobs(jobs: dict[str, tuple[str, str]], world: int, out_dir, limit_s: float = 300.0) -> dict[str, list[dict]]:
-    """Run several rank workers (``{label: (module, function)}``, each as ``spawn_ranks`` takes) one after
-    another on the same ``world`` spawned processes, each on a fresh gloo group: one process start and one
-    import of torch and transformers per rank for all of them (about 5 s per spawn on 2 CPUs). Returns
-    ``{label: results in rank order}``."""
-    if not jobs:
-        return {}
-    spec = [(label, module, name, free_port()) for label, (module, name) in jobs.items()]
-    spawn_ranks(_run_jobs, world, out_dir, " and ".join(jobs), limit_s, extra=(spec,))
     return {label: [torch.load(os.path.join(out_dir, label, f"rank{r}.pt"), weights_only=False) for r in range(world)]
             for label in jobs}
 
 
-def _run_jobs(rank: int, world: int, port: int, out_dir: str, spec: list) -> None:
-    for label, module, name, job_port in spec:
+def _run_jobs(rank: int, world: int, out_dir: str, spec: list) -> None:
+    for label, module, name, port in spec:
         sub = os.path.join(out_dir, label)
         os.makedirs(sub, exist_ok=True)
-        getattr(importlib.import_module(module), name)(rank, world, job_port, sub)
+        getattr(importlib.import_module(module), name)(rank, world, port, sub)
 
 
 def rel(a: float, b: float) -> float:

@@ -1,4 +1,4 @@
-"""Fault tolerance on a real local Ray: trials that diverge, raise or lose their worker. (A launcher killed
+"""Fault tolerance on a real Ray (the session's, tests/conftest.py): trials that diverge, raise or lose their worker. (A launcher killed
 mid-sweep and started again, with nothing lost and nothing re-run: tests/test_object_storage_sweep.py,
 with the run's storage on an S3 server; the helpers below serve it too.)
 
