@@ -37,7 +37,11 @@ def test_a_trial_whose_process_is_lost_is_reported_and_fails_the_launch(demo_sto
             while not list(tmp_path.glob("hold.held.*")):  # the held trial has a checkpoint and waits
                 assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
                 time.sleep(0.2)
-            relays = [p.pid for p in psutil.process_iter() if "ImplicitFunc" in cmdline(p)]
+            # Tune trial processes of the session's Ray only (their raylet names its GCS port), never a sweep
+            # this machine runs beside the tests
+            gcs_port = ray_address.rsplit(":", 1)[1]
+            relays = [p.pid for p in psutil.process_iter() if "ImplicitFunc" in cmdline(p)
+                      and p.parent() and f":{gcs_port}" in cmdline(p.parent())]
             assert relays, "no Tune trial process found"
             for pid in relays:
                 psutil.Process(pid).send_signal(signal.SIGKILL)
