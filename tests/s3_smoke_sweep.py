@@ -2,8 +2,8 @@
 fixture in tests/conftest.py): three launches of one run, each trial a Ray Train job, with its storage on
 moto's server named by a query-parameter URI (``s3://bucket/runs?endpoint_override=127.0.0.1:PORT&scheme=http``).
 
-1. The first launch is SIGKILLed, with every process of its session, once a trial has finished and
-   another is held half-way (the smoke grid's GDiff trials are the test plugin's ``gdiff_hold``: GDiff
+1. The first launch is SIGKILLed, with every process of its session, once one trial has finished and
+   the other is held half-way (the smoke grid's GDiff trial is the test plugin's ``gdiff_hold``: GDiff
    that can be held at step 15, after its step-10 checkpoint is registered).
 2. The same command completes the run (it should lose nothing and re-run nothing).
 3. A third launch (it should re-run nothing).
@@ -11,7 +11,7 @@ moto's server named by a query-parameter URI (``s3://bucket/runs?endpoint_overri
 What the tests check is recorded on the way (``S3SmokeSweep``); the server stays up for the session, so
 they read the store itself. Two files use it: tests/test_object_storage_sweep.py (kill, resume, relaunch,
 report and cache on S3) and tests/test_integration.py (its NGDiff trials, Ray Train jobs, against the
-inline runner's): four Ray Train jobs run once, not twice.
+inline runner's): the Ray Train jobs run once, not twice.
 """
 from __future__ import annotations
 
@@ -54,13 +54,14 @@ class S3SmokeSweep:
 
 
 def smoke_grid(tmp_path: Path) -> Path:
-    """search_spaces/smoke.yaml's settings with NGDiff first and GDiff c = 0.5 as ``gdiff_hold`` (the same
-    rule, held on request): 4 trials, static and AutoLR each. The two NGDiff trials run first; once one has
-    finished the hold is set, so the first GDiff trial (started fresh) is the one held half-way. Four Ray
-    Train jobs check what the smoke grid's eight did (a finished, a held and a fresh trial, both NGDiff
-    trials for the runner-equivalence test) at half the suite's time."""
+    """search_spaces/smoke.yaml's settings with AutoLR only, and two methods: NGDiff, and GDiff c = 0.5 as
+    ``gdiff_hold`` (the same rule, held at step 15 on request). The two run side by side (2 trials at a
+    time on 2 CPUs) with the hold set from the start: NGDiff finishes while GDiff waits half-way, after its
+    step-10 checkpoint (AutoLR's state in it too). Two Ray Train jobs check a finished, a held and a resumed
+    trial, and the NGDiff one is the Ray Train side of the runner-equivalence test (the normalised rule and
+    AutoLR's learning-rate search)."""
     grid = yaml.safe_load((ROOT / "search_spaces" / "smoke.yaml").read_text())
-    grid.update(name=RUN, plugins=["faulty_methods"])
+    grid.update(name=RUN, plugins=["faulty_methods"], lr_modes=["autolr"])
     assert {"method": "ngdiff"} in grid["methods"] and any(m["method"] == "gdiff" for m in grid["methods"])
     grid["methods"] = [{"method": "ngdiff"}, {"method": "gdiff_hold", "c": 0.5}]
     path = tmp_path / f"{RUN}.yaml"
@@ -108,6 +109,7 @@ def sweep(s3, demo_storage: Path, tmp_path: Path, ray_address: str) -> S3SmokeSw
     cmd = [sys.executable, "-m", "sweeper.launch", "--grid", str(smoke_grid(tmp_path)), "--storage", store.uri,
            "--runner", "train", "--track", "tensorboard", "--report-dir", str(tmp_path / "report")]
     result = S3SmokeSweep(store, tmp_path, cache, 0, set(), {}, {}, 0)
+    hold.touch()  # from the start: GDiff waits at step 15 while NGDiff, beside it, finishes
 
     def wait_for(what: str, condition) -> None:
         deadline = time.time() + 400
@@ -120,7 +122,6 @@ def sweep(s3, demo_storage: Path, tmp_path: Path, ray_address: str) -> S3SmokeSw
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for("a trial finished", lambda: any("_no_unlearn_" not in t for t in result.finished()))
-            hold.touch()
             wait_for("a trial was held half-way", lambda: list(tmp_path.glob("hold.held.*")))
         finally:
             kill_session(proc.pid)

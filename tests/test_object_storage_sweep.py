@@ -28,13 +28,13 @@ def test_smoke_grid_on_object_storage_killed_resumed_and_relaunched(s3_smoke_swe
     sweep = s3_smoke_sweep
     store, done_before, held = sweep.store, sweep.done_before, sweep.held
     assert sweep.first_rc == -signal.SIGKILL
-    assert len(done_before) >= 2 and held, (done_before, held)  # No-unlearn row + >= 1 trial; >= 1 half-way
+    assert len(done_before) == 2 and len(held) == 1, (done_before, held)  # No-unlearn row + NGDiff; GDiff half-way
 
     assert sweep.second_rc == 0, sweep.log("second")[-4000:]
     out = sweep.log("second")
-    assert "cached, reused" in out and "4 ok, 0 failed, 0 diverged, 0 skipped trial(s)" in out, out[-3000:]
+    assert "cached, reused" in out and "2 ok, 0 failed, 0 diverged, 0 skipped trial(s)" in out, out[-3000:]
     trials = {t: store.read_table(f"{RUN}/trials/{t}/summary.parquet").to_pylist()[0] for t in sweep.finished()}
-    assert len(trials) == 5 and sorted(r["method"] for r in trials.values()).count("gdiff_hold") == 2
+    assert sorted(r["method"] for r in trials.values()) == ["gdiff_hold", "ngdiff", "no_unlearn"]
     for t, r in trials.items():
         if r["method"] != "no_unlearn":
             assert r["status"] == "ok" and r["steps"] == STEPS, r
@@ -51,9 +51,9 @@ def test_smoke_grid_on_object_storage_killed_resumed_and_relaunched(s3_smoke_swe
     assert "index.html" in store.list_files(f"{RUN}/report") and (sweep.tmp / "report" / "index.html").exists()
     assert f"s3://{BUCKET}/runs/{RUN}/report" in out
     events = [f for f in store.list_files(f"{RUN}/tune") if "events.out.tfevents" in f]
-    assert len({f.split("/")[0] for f in events}) >= 4, events  # TensorBoard's files, with Tune's, in the store
+    assert len({f.split("/")[0] for f in events}) >= 2, events  # TensorBoard's files, with Tune's, in the store
 
     assert sweep.third_rc == 0, sweep.log("third")[-3000:]
     third = sweep.log("third")
-    assert "4 ok, 0 failed" in third, third[-3000:]
+    assert "2 ok, 0 failed" in third, third[-3000:]
     assert [t for t in trials if snapshot(store, t) != sweep.everything[t]] == []  # a relaunch re-runs nothing
