@@ -314,7 +314,8 @@ def main(argv=None) -> int:
             if trackers:
                 from sweeper.cluster.tracking import attach_report
                 attach_report(trackers, storage.url(run), run, report_dir)
-        return 0 if counts.get("failed", 0) == 0 and not failed_targets and not lost else 1
+        # A No-unlearn row that failed (its target was fine, its trials ran) was named by stage 1: exit 1 too.
+        return 0 if counts.get("failed", 0) == 0 and not failed_targets and not builds.rows_failed and not lost else 1
 
 
 @contextlib.contextmanager

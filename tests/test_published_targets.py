@@ -20,6 +20,7 @@ from sweeper.grid.load import expand_grid, target_hash
 from sweeper.models.language import build_model
 from sweeper.store.records import baseline_id
 from sweeper.cluster.stage1 import target_and_baseline
+from sweeper.cluster.stage1_tasks import targets_cached
 from sweeper.store.storage import Storage
 from sweeper.unlearn.worker import unlearn_trial
 
@@ -77,8 +78,11 @@ def published(tmp_path_factory):
     spec = expand_grid(grid_file(root, model, {"source": str(data_dir), "forget_split": "forget10"}))[0]
     logs: list[str] = []
     storage = Storage(str(root / "runs"))
-    target_and_baseline(spec, storage, logs.append)
-    yield {"root": root, "spec": spec, "storage": storage, "logs": logs, "data_dir": data_dir}
+    row = f"{spec.run}/trials/{baseline_id(spec)}/_SUCCESS"
+    at_ready = []   # (both targets in storage, the No-unlearn row written) when stage 1 says the trials may start
+    target_and_baseline(spec, storage, logs.append,
+                        on_ready=lambda: at_ready.append((targets_cached(spec, storage), storage.exists(row))))
+    yield {"root": root, "spec": spec, "storage": storage, "logs": logs, "data_dir": data_dir, "at_ready": at_ready}
     torch.set_num_threads(threads)
 
 
@@ -94,6 +98,12 @@ def test_published_target_is_loaded_not_fine_tuned(published):
     assert os.path.exists(os.path.join(local, "source.json")) and not os.path.exists(os.path.join(local, "model"))
     with open(os.path.join(local, "tokenizer", "tokenizer_config.json")) as f:
         assert json.load(f)["prompt_template"] == "chat"   # the template travels with the tokenizer
+
+
+def test_trials_may_start_once_both_targets_are_stored_before_the_rows(published):
+    """Stage 1 calls ``on_ready`` once, when the target and the retain-only reference are complete in
+    storage and before it scores the No-unlearn row: the launcher hands out the trials then."""
+    assert published["at_ready"] == [(True, False)]
 
 
 def test_no_unlearn_row_is_identical_on_a_rerun_and_records_the_checkpoint(published, tmp_path):

@@ -11,24 +11,21 @@ from __future__ import annotations
 
 import json
 
-from sweeper.grid.spec import TrialSpec, published_source, target_hash
+from sweeper.grid.spec import TrialSpec, published_source, target_hash, target_variants, wants_reference  # noqa: F401
 from sweeper.store.storage import Storage
 from sweeper.unlearn.targets import ensure_target, load_target
 from sweeper.store.records import baseline_id, code_version, write_trial
 
 
-def wants_reference(spec: TrialSpec) -> bool:
-    """A retain-only reference is built (fine-tuned) or loaded (published) for this trial's target."""
-    return bool(spec.eval.get("retrained_reference") or spec.model.get("retrained_reference"))
-
-
-def target_and_baseline(spec: TrialSpec, storage: Storage, log=print) -> None:
+def target_and_baseline(spec: TrialSpec, storage: Storage, log=print, on_ready=None) -> None:
+    """Build (or find cached, or load published) the trial's targets, call ``on_ready()`` (the trials need
+    nothing more), then evaluate and write the No-unlearn row (and the reference's)."""
     ensure_target(spec.model, spec.data, spec.target, storage, log)
-    variants = ["full"]
     if wants_reference(spec):
         ensure_target(spec.model, spec.data, spec.target, storage, log, variant="retain_only", eval_cfg=spec.eval)
-        variants.append("retain_only")
-    for variant in variants:
+    if on_ready is not None:
+        on_ready()
+    for variant in target_variants(spec):
         _baseline_row(spec, storage, variant, log)
 
 

@@ -1,5 +1,7 @@
 """Stage 1 as Ray tasks that run beside stage 2: each distinct No-unlearn target is built by one task, and a
 grid's trials are handed to Ray Tune as soon as *their* target is ready, not when the slowest one is.
+Ready means complete in storage: a cached target at once (the launcher checks its ``_SUCCESS`` marker), a
+new one when its task has built it; the task scores the No-unlearn row while the first trials run.
 
 On a cluster that means no GPU waits for another model's fine-tune; on a laptop the demo's tiny GPT-2
 trials run on the core that its finished target freed while tiny Llama still memorises. Launcher glue::
@@ -10,7 +12,8 @@ trials run on the core that its finished target freed while tiny Llama still mem
     builds.wait()                                    # every target ended; builds.failed holds the hashes
 
 A target that fails is reported in one sentence with its log's path, and only its trials are dropped (they
-count as skipped); every other target and trial goes on.
+count as skipped); every other target and trial goes on. A No-unlearn row that fails after its target was
+ready is reported the same way (``rows_failed``); its trials run, and the launch exits 1.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import threading
 from ray.tune.search import Searcher
 
 from sweeper.cluster.tune_actors import trial_process_env
-from sweeper.grid.spec import TrialSpec
+from sweeper.grid.spec import TrialSpec, target_hash, target_variants
 from sweeper.store.storage import Storage
 
 
@@ -32,10 +35,11 @@ class TargetBuilds:
         import ray
         from ray.util.queue import Queue
 
-        self.ready: set[str] = set()
-        self.failed: set[str] = set()
-        self._lines = Queue(actor_options={"num_cpus": 0})
         self._firsts = {s.target_hash: s for s in specs}
+        self.ready: set[str] = {key for key, s in self._firsts.items() if targets_cached(s, storage)}
+        self.failed: set[str] = set()        # no target: its trials are dropped
+        self.rows_failed: set[str] = set()   # the target is fine (its trials ran), its No-unlearn row failed
+        self._lines = Queue(actor_options={"num_cpus": 0})
         self._storage, self._run, self._poll_s = storage, run, poll_s
         # Tune's runtime environment for its trial processes: a task inherits its submitter's, and Ray keeps
         # one pool of worker processes per runtime environment, so with it the trial processes' inline
@@ -49,10 +53,11 @@ class TargetBuilds:
     def __getstate__(self) -> dict:
         """What Tune pickles with its searcher (its experiment state): the targets known so far, not the
         tasks, the queue or the thread."""
-        return {"ready": set(self.ready), "failed": set(self.failed)}
+        return {"ready": set(self.ready), "failed": set(self.failed), "rows_failed": set(self.rows_failed)}
 
     def __setstate__(self, state: dict) -> None:
         self.ready, self.failed, self._pending, self._thread = state["ready"], state["failed"], {}, None
+        self.rows_failed = state.get("rows_failed", set())
 
     def _log_rel(self, key: str) -> str:
         return f"{self._run}/logs/stage1_{key}.log"
@@ -71,33 +76,54 @@ class TargetBuilds:
             done, _ = ray.wait(list(self._pending), timeout=self._poll_s)
             self._print_lines(Empty)
             for ref in done:
-                key = self._pending.pop(ref)
-                cause = ray.get(ref)
-                if cause is None:
-                    self.ready.add(key)
-                    continue
-                s = self._firsts[key]
-                print(f"error: stage 1 failed for target {key} (model {s.model['name']!r}, data {s.data['name']!r}): "
-                      f"{cause} (full log: {self._storage.show(self._log_rel(key))})", file=sys.stderr, flush=True)
-                self.failed.add(key)
+                self._ended(self._pending.pop(ref), ray.get(ref))
         self._print_lines(Empty)
 
+    def _ended(self, key: str, cause: str | None) -> None:
+        """Record a task's end: its target ready, or failed (its trials dropped), or, when it failed after
+        its target was ready, its No-unlearn row failed (its trials run); a failure is named in one line."""
+        if cause is None:
+            self.ready.add(key)
+            return
+        s, after_ready = self._firsts[key], key in self.ready
+        print(f"error: {'the No-unlearn row' if after_ready else 'stage 1'} failed for target {key} (model "
+              f"{s.model['name']!r}, data {s.data['name']!r}): {cause} (full log: "
+              f"{self._storage.show(self._log_rel(key))})", file=sys.stderr, flush=True)
+        (self.rows_failed if after_ready else self.failed).add(key)
+
     def _print_lines(self, empty) -> None:
+        """Print the tasks' progress lines; a ``(READY, key)`` item marks that target ready."""
         while True:
             try:
-                print(self._lines.get_nowait(), flush=True)
+                item = self._lines.get_nowait()
             except empty:
                 return
+            if isinstance(item, tuple) and item[0] == READY:
+                self.ready.add(item[1])
+            else:
+                print(item, flush=True)
+
+
+def targets_cached(spec: TrialSpec, storage: Storage) -> bool:
+    """Every target a trial of ``spec`` loads is complete in storage (its ``_SUCCESS`` marker, written last):
+    its trials can start now, before stage 1 has scored the No-unlearn row."""
+    return all(storage.exists(f"targets/{target_hash(spec.model, spec.data, spec.target, v)}/_SUCCESS")
+               for v in target_variants(spec))
+
+
+#: The queue item a task puts once its targets are in storage, before it scores the No-unlearn row.
+READY = "target ready"
 
 
 def _build_target(spec_dict: dict, uri: str, log_rel: str, lines) -> str | None:
-    """The Ray task: build (or find cached, or load published) one target and write its No-unlearn row.
-    Returns None, or the failure's cause in one sentence (the traceback goes to ``log_rel``)."""
+    """The Ray task: build (or find cached, or load published) one target, say it is ready, and write its
+    No-unlearn row. Returns None, or the failure's cause in one sentence (the traceback goes to ``log_rel``)."""
     from sweeper.cluster.stage1 import target_and_baseline
     from sweeper.store.records import capture_failure
     spec = TrialSpec.from_dict(spec_dict)
     try:
-        target_and_baseline(spec, Storage(uri), lambda line: lines.put(line))
+        target_and_baseline(spec, Storage(uri), lambda line: lines.put(line),
+                            on_ready=lambda: lines.put((READY, spec.target_hash)))
         return None
     except Exception as e:  # noqa: BLE001 -- one sentence to the launcher, the traceback to a log file
         return capture_failure(e, Storage(uri), log_rel)

@@ -154,6 +154,16 @@ def target_hash(model: dict, data: dict, recipe: dict, variant: str = "full") ->
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def wants_reference(spec: TrialSpec) -> bool:
+    """A retain-only reference is built (fine-tuned) or loaded (published) for this trial's target."""
+    return bool(spec.eval.get("retrained_reference") or spec.model.get("retrained_reference"))
+
+
+def target_variants(spec: TrialSpec) -> list[str]:
+    """The targets a trial of ``spec`` loads: the No-unlearn model, and the retain-only reference if wanted."""
+    return ["full", "retain_only"] if wants_reference(spec) else ["full"]
+
+
 def folder_fingerprint(path: str) -> str:
     """Names, sizes and modification times of a folder's files: a local checkpoint that changes gets a
     new target hash, while an unchanged one is reused. Computed once, in the launcher, and carried in
