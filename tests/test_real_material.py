@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, ray_address):
     root = tmp_path_factory.mktemp("real")
-    # TOFU's 20 QA per author at TOFU's lengths; 10 authors (200 rows) and 5 epochs suffice for what is
+    # TOFU's 20 QA per author at TOFU's lengths; 10 authors (200 rows) and 2 epochs suffice for what is
     # checked here (lengths, cuts, drops, refusal, report), not a memorised target.
     data = write_tofu_layout(root / "tofu", n_authors=10, qa_per_author=20, seed=0, lengths="real")
     with open(data / "forget10.json", "a") as f:   # ~600 tokens: longer than tiny-gpt2's 256 positions
@@ -37,7 +37,7 @@ def run(tmp_path_factory, ray_address):
     short = save_checkpoint(root / "short", authors_texts(data), positions=48, chat=False, arch="tiny-gpt2")
     grid = {"name": "realtofu", "data": [{"name": "tofu_real", "source": str(data), "max_length": 192}],
             "models": [{"name": "tiny-gpt2"}, {"name": short}],
-            "target": {"max_epochs": 5, "lr": 3e-3, "batch_size": 16},
+            "target": {"max_epochs": 2, "lr": 3e-3, "batch_size": 16},
             "methods": [{"method": "gdiff", "c": 0.5}, {"method": "ngdiff"}],
             "unlearn": {"steps": 4, "batch_size": 4}, "eval": {"max_questions": 6, "every": 2}}
     (root / "grid.yaml").write_text(yaml.safe_dump(grid))
