@@ -25,13 +25,18 @@ from sweeper.store.storage import Storage
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, **CREDENTIALS, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+# The head's GCS declares a node dead after failure_threshold missed health checks, period_ms apart (Ray's
+# defaults: 5 x 3 s). Until then Tune may place the lost trial's restart on the dead node's freed CPU and
+# wait; a cluster on one machine can afford checks every 0.5 s (a raylet answers them from its own thread).
+HEAD_ENV = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "2000",
+            "RAY_health_check_failure_threshold": "4"}
 STEPS = 60
 BUCKET = "sweeper-twonodes"
 
 
 def ray_start(cache: str, *args: str) -> None:
     """Start a node whose workers keep their target cache in ``cache`` (a node's own disk)."""
-    start_node({**ENV, "SWEEPER_CACHE": cache}, 1, *args)
+    start_node({**ENV, **(HEAD_ENV if "--head" in args else {}), "SWEEPER_CACHE": cache}, 1, *args)
 
 
 @pytest.fixture(scope="module")
