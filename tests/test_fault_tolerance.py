@@ -8,7 +8,7 @@ One launch runs two trials as Ray Train jobs whose rules come from the test plug
 step-10 checkpoint -> 'ok' with every step exactly once). The same two rules with the inline runner, and
 a diverging trial and the report's failure section: tests/test_inline_task.py.
 
-Slow (about a minute and a half on 2 CPUs): ``pytest -m slow``; skipped by ``-m "not slow"``.
+Slow (about 45 s on 2 CPUs): ``pytest -m slow``; skipped by ``-m "not slow"``.
 """
 import os
 import signal

@@ -10,7 +10,7 @@ held one continued from its checkpoint in the store, the target downloaded once 
 and writes the report into the store and into the local folder it was given (TensorBoard's event files
 are in the store too); a third launch re-runs nothing.
 
-Slow (about 3 minutes on 2 CPUs, shared with tests/test_integration.py): ``pytest -m slow``.
+Slow (about 75 s on 2 CPUs, shared with tests/test_integration.py): ``pytest -m slow``.
 """
 from __future__ import annotations
 
