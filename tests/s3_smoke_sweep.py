@@ -10,7 +10,7 @@ moto's server named by a query-parameter URI (``s3://bucket/runs?endpoint_overri
 
 What the tests check is recorded on the way (``S3SmokeSweep``); the server stays up for the session, so
 they read the store itself. Two files use it: tests/test_object_storage_sweep.py (kill, resume, relaunch,
-report and cache on S3) and tests/test_integration.py (its NGDiff trials, Ray Train jobs, against the
+report and cache on S3) and tests/test_integration.py (its NGDiff trial, a Ray Train job, against the
 inline runner's): the Ray Train jobs run once, not twice.
 """
 from __future__ import annotations
@@ -70,9 +70,9 @@ def smoke_grid(tmp_path: Path) -> Path:
 
 
 def seed_target(demo_storage: Path, store: Storage) -> None:
-    """Copy the smoke target from the session's demo storage when another slow test built it already (the
-    same recipe, the same hash): a second sweep finds it cached, as on a real store. Run alone, the sweep
-    fine-tunes it in stage 1 and uploads it."""
+    """Copy the smoke target from the session's demo storage (built by the session's warm-up,
+    tests/conftest.py; the same recipe, the same hash): the sweep finds it cached, as a researcher's second
+    sweep on a real store would."""
     for done in demo_storage.glob("targets/*/_SUCCESS"):
         store.upload_dir(str(done.parent), f"targets/{done.parent.name}")
 
